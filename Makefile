@@ -1,0 +1,75 @@
+# Continuum: every developer and CI entry point.
+#   make run    start the suite on the embedded PostgreSQL and Redis
+#   make test   run every test (installs everything it needs first)
+# Each target installs what it needs: a fresh machine needs only Python 3.11 and make.
+
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+BIN := .venv/bin
+BREAKING_AGAINST ?= main
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := .venv
+
+PROTO_SOURCES := $(shell find proto tests/proto -name '*.proto' 2>/dev/null)
+PACKAGE_FILES := pyproject.toml uv.lock $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
+
+.PHONY: setup proto lint fmt typecheck buf test check run bench-floor clean
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==0.13.8
+
+.venv/.setup: $(UV) $(PACKAGE_FILES)
+	$(UV) sync --locked --python $(PYTHON)
+	@touch $@
+
+build/.proto: .venv/.setup $(PROTO_SOURCES) scripts/gen_proto.py
+	$(BIN)/python scripts/gen_proto.py > /dev/null
+	@touch $@
+
+## setup: create .venv with every package of the workspace and the dev tools
+setup: .venv/.setup
+
+## proto: generate Python code and the descriptor image from proto/
+proto: build/.proto
+
+## lint: ruff, mypy strict, buf lint and buf breaking against $(BREAKING_AGAINST)
+lint: proto
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy libs/runtime/src services bench scripts
+	$(BIN)/buf format --diff --exit-code proto
+	$(BIN)/buf lint build/continuum.binpb --path continuum
+	@if git cat-file -e $(BREAKING_AGAINST):proto 2>/dev/null; then \
+	  rm -rf build/against && mkdir -p build/against && \
+	  git archive $(BREAKING_AGAINST) proto | tar -x -C build/against && \
+	  $(BIN)/python scripts/gen_proto.py --image-only build/against.binpb --proto-root build/against/proto && \
+	  $(BIN)/buf breaking build/continuum.binpb --against build/against.binpb --path continuum && \
+	  echo "buf breaking: no breaking change against $(BREAKING_AGAINST)"; \
+	else echo "buf breaking: $(BREAKING_AGAINST) has no contracts yet, skipped"; fi
+
+## fmt: apply ruff and buf formatting
+fmt: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+	$(BIN)/buf format -w proto
+
+## test: every test, on the embedded stack unless CONTINUUM_DATABASE_URL/REDIS_URL are set
+test: proto
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+## check: everything CI checks
+check: lint test
+
+## run: start the six services on the embedded stack until Ctrl-C
+run: proto
+	$(BIN)/python scripts/run_suite.py
+
+## bench-floor: bare grpc.aio echo server and client in separate processes, concurrency 32
+bench-floor: setup
+	$(BIN)/python -m bench.floor
+
+clean:
+	rm -rf build .venv .tools libs/contracts/src/continuum libs/contracts/src/buf tests/_generated

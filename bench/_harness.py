@@ -1,0 +1,201 @@
+"""What every benchmark shares: a closed-loop load generator, server processes, the floor.
+
+A benchmark measures its own figures and, in the same run, the floor (a bare grpc.aio unary
+echo server and client, see `bench.floor`), and reports ratios against it: machines are noisy,
+ratios measured side by side are comparable across them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import numpy as np
+
+DEFAULT_DURATION_S = 5.0
+DEFAULT_WARMUP_S = 1.0
+DEFAULT_CONCURRENCY = 32
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """Outcome of a closed-loop load: every worker issues its next call when one returns."""
+
+    requests: int
+    errors: int
+    elapsed_s: float
+    concurrency: int
+    latencies_ms: np.ndarray[Any, np.dtype[np.float64]] = field(repr=False)
+
+    @property
+    def requests_per_s(self) -> float:
+        return self.requests / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def percentile_ms(self, q: float) -> float:
+        if self.latencies_ms.size == 0:
+            return float("nan")
+        return float(np.percentile(self.latencies_ms, q))
+
+    def summary(self) -> dict[str, float | int]:
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "concurrency": self.concurrency,
+            "duration_s": round(self.elapsed_s, 3),
+            "requests_per_s": round(self.requests_per_s, 1),
+            "p50_ms": round(self.percentile_ms(50), 3),
+            "p99_ms": round(self.percentile_ms(99), 3),
+        }
+
+
+async def closed_loop(
+    call: Callable[[int], Awaitable[object]],
+    *,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    duration_s: float = DEFAULT_DURATION_S,
+    warmup_s: float = DEFAULT_WARMUP_S,
+) -> LoadResult:
+    """Run `call(worker_index)` from `concurrency` workers for `duration_s` after a warm-up.
+
+    Calls that raise count as errors and are not in the latencies. Only calls that both start
+    and finish inside the measured window count.
+    """
+    latencies: list[float] = []
+    errors = 0
+    stop_at = 0.0
+    measure_from = 0.0
+
+    async def worker(index: int) -> None:
+        nonlocal errors
+        clock = time.perf_counter
+        while True:
+            started = clock()
+            if started >= stop_at:
+                return
+            try:
+                await call(index)
+            except Exception:
+                if started >= measure_from:
+                    errors += 1
+                continue
+            if started >= measure_from:
+                finished = clock()
+                if finished <= stop_at:
+                    latencies.append(finished - started)
+
+    begin = time.perf_counter()
+    measure_from = begin + warmup_s
+    stop_at = measure_from + duration_s
+    await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    return LoadResult(
+        requests=len(latencies),
+        errors=errors,
+        elapsed_s=duration_s,
+        concurrency=concurrency,
+        latencies_ms=np.asarray(latencies, dtype=np.float64) * 1000.0,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def server_process(
+    argv: Sequence[str], *, port: int, env: dict[str, str] | None = None, timeout_s: float = 60
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """Start a server in its own process and wait until its port accepts connections."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, *argv, env={**os.environ, **(env or {})}
+    )
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if proc.returncode is not None:
+                raise RuntimeError(f"{' '.join(argv)} exited with {proc.returncode}")
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{' '.join(argv)} did not listen on {port}") from None
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            await writer.wait_closed()
+            break
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), timeout=15)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+ECHO_METHOD = "/continuum.bench.Floor/Echo"
+FLOOR_PAYLOAD = b"x" * 64
+
+
+async def measure_floor(
+    *,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    duration_s: float = DEFAULT_DURATION_S,
+    warmup_s: float = DEFAULT_WARMUP_S,
+) -> LoadResult:
+    """The floor: a bare grpc.aio unary echo, server and client in separate processes."""
+    port = free_port()
+    async with (
+        server_process(["-m", "bench.floor", "--serve", str(port)], port=port),
+        grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
+    ):
+        echo = channel.unary_unary(ECHO_METHOD, request_serializer=None, response_deserializer=None)
+        await channel.channel_ready()
+
+        async def call(_: int) -> object:
+            return await echo(FLOOR_PAYLOAD, timeout=10)
+
+        return await closed_loop(
+            call, concurrency=concurrency, duration_s=duration_s, warmup_s=warmup_s
+        )
+
+
+def ratios(measured: LoadResult, floor: LoadResult) -> dict[str, float]:
+    """The measured figures as multiples of the floor's (throughput: share of the floor)."""
+    return {
+        "requests_per_s_vs_floor": round(measured.requests_per_s / floor.requests_per_s, 4),
+        "p50_vs_floor": round(measured.percentile_ms(50) / floor.percentile_ms(50), 2),
+        "p99_vs_floor": round(measured.percentile_ms(99) / floor.percentile_ms(99), 2),
+    }
+
+
+def arguments(description: str) -> argparse.ArgumentParser:
+    """Flags every benchmark takes; BENCH_DURATION sets the default duration."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=float(os.environ.get("BENCH_DURATION", DEFAULT_DURATION_S)),
+        help="measured seconds per phase (default: $BENCH_DURATION or %(default)s)",
+    )
+    parser.add_argument("--warmup", type=float, default=DEFAULT_WARMUP_S)
+    parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY)
+    return parser
+
+
+def emit(result: dict[str, Any]) -> None:
+    """Print the benchmark's result as one JSON object on the last line."""
+    print(json.dumps(result, sort_keys=False), flush=True)

@@ -1,0 +1,202 @@
+"""Outbound gRPC channels: deadline propagation, the service's bearer token, tracing, TLS."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from continuum_runtime.config import TLSSettings
+from continuum_runtime.deadlines import outbound_timeout
+from continuum_runtime.telemetry import grpc_client_interceptors
+
+TokenSource = Callable[[], str]
+
+if TYPE_CHECKING:
+    _UU = grpc.aio.UnaryUnaryClientInterceptor[Any, Any]
+    _US = grpc.aio.UnaryStreamClientInterceptor[Any, Any]
+    _SU = grpc.aio.StreamUnaryClientInterceptor[Any, Any]
+    _SS = grpc.aio.StreamStreamClientInterceptor[Any, Any]
+else:
+    _UU = grpc.aio.UnaryUnaryClientInterceptor
+    _US = grpc.aio.UnaryStreamClientInterceptor
+    _SU = grpc.aio.StreamUnaryClientInterceptor
+    _SS = grpc.aio.StreamStreamClientInterceptor
+
+
+class CachedToken:
+    """Re-mints the token shortly before it expires."""
+
+    def __init__(self, mint: Callable[[], str], ttl_s: float, refresh_before_s: float = 60.0):
+        self._mint = mint
+        self._ttl = ttl_s
+        self._refresh_before = min(refresh_before_s, ttl_s / 2)
+        self._token = ""
+        self._expires = 0.0
+
+    def __call__(self) -> str:
+        now = time.monotonic()
+        if now >= self._expires - self._refresh_before:
+            self._token = self._mint()
+            self._expires = now + self._ttl
+        return self._token
+
+
+def _with_call_settings(
+    details: grpc.aio.ClientCallDetails,
+    token: TokenSource | None,
+    default_deadline_s: float,
+    margin_s: float,
+) -> grpc.aio.ClientCallDetails:
+    timeout = outbound_timeout(details.timeout, default_s=default_deadline_s, margin_s=margin_s)
+    metadata = grpc.aio.Metadata(*(details.metadata or ()))
+    if token is not None and "authorization" not in metadata:
+        metadata["authorization"] = f"Bearer {token()}"
+    return grpc.aio.ClientCallDetails(
+        method=details.method,
+        timeout=timeout,
+        metadata=metadata,
+        credentials=details.credentials,
+        wait_for_ready=details.wait_for_ready,
+    )
+
+
+class _UnaryUnary(_UU):
+    def __init__(self, token: TokenSource | None, default_s: float, margin_s: float) -> None:
+        self._args = (token, default_s, margin_s)
+
+    async def intercept_unary_unary(
+        self, continuation: Any, client_call_details: Any, request: Any
+    ) -> Any:
+        return await continuation(_with_call_settings(client_call_details, *self._args), request)
+
+
+class _UnaryStream(_US):
+    def __init__(self, token: TokenSource | None, default_s: float, margin_s: float) -> None:
+        self._token = token
+
+    async def intercept_unary_stream(
+        self, continuation: Any, client_call_details: Any, request: Any
+    ) -> Any:
+        # Streams are not bounded by the default deadline (a feed lasts as long as the
+        # caller wants); an explicit timeout or the handled RPC's deadline still applies.
+        return await continuation(_stream_details(client_call_details, self._token), request)
+
+
+class _StreamUnary(_SU):
+    def __init__(self, token: TokenSource | None, default_s: float, margin_s: float) -> None:
+        self._args = (token, default_s, margin_s)
+
+    async def intercept_stream_unary(
+        self, continuation: Any, client_call_details: Any, request_iterator: Any
+    ) -> Any:
+        return await continuation(
+            _with_call_settings(client_call_details, *self._args), request_iterator
+        )
+
+
+class _StreamStream(_SS):
+    def __init__(self, token: TokenSource | None, default_s: float, margin_s: float) -> None:
+        self._token = token
+
+    async def intercept_stream_stream(
+        self, continuation: Any, client_call_details: Any, request_iterator: Any
+    ) -> Any:
+        return await continuation(
+            _stream_details(client_call_details, self._token), request_iterator
+        )
+
+
+def _stream_details(details: Any, token: TokenSource | None) -> grpc.aio.ClientCallDetails:
+    metadata = grpc.aio.Metadata(*(details.metadata or ()))
+    if token is not None and "authorization" not in metadata:
+        metadata["authorization"] = f"Bearer {token()}"
+    from continuum_runtime.deadlines import time_remaining
+
+    remaining = time_remaining()
+    timeout = details.timeout
+    if remaining is not None and details.timeout is not None:
+        timeout = min(details.timeout, remaining)
+    return grpc.aio.ClientCallDetails(
+        method=details.method,
+        timeout=timeout,
+        metadata=metadata,
+        credentials=details.credentials,
+        wait_for_ready=details.wait_for_ready,
+    )
+
+
+# Retry UNAVAILABLE only (the call never reached a handler or the server is restarting).
+_SERVICE_CONFIG = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [{}],
+                "retryPolicy": {
+                    "maxAttempts": 3,
+                    "initialBackoff": "0.05s",
+                    "maxBackoff": "1s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ],
+        "retryThrottling": {"maxTokens": 10, "tokenRatio": 0.1},
+    }
+)
+
+
+def create_channel(
+    target: str,
+    *,
+    token: TokenSource | None = None,
+    tls: TLSSettings | None = None,
+    default_deadline_s: float = 10.0,
+    deadline_margin_s: float = 0.05,
+    traced: bool = True,
+    options: list[tuple[str, Any]] | None = None,
+) -> grpc.aio.Channel:
+    """A channel to another service.
+
+    Every call gets a deadline: the remaining time of the RPC being handled less a margin,
+    or ``default_deadline_s`` outside one. The bearer token from ``token`` is attached;
+    UNAVAILABLE is retried with backoff under a retry budget; keepalive is on.
+    """
+    channel_options: list[tuple[str, Any]] = [
+        ("grpc.service_config", _SERVICE_CONFIG),
+        ("grpc.enable_retries", 1),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.keepalive_permit_without_calls", 1),
+        *(options or []),
+    ]
+    interceptors: list[Any] = [
+        _UnaryUnary(token, default_deadline_s, deadline_margin_s),
+        _UnaryStream(token, default_deadline_s, deadline_margin_s),
+        _StreamUnary(token, default_deadline_s, deadline_margin_s),
+        _StreamStream(token, default_deadline_s, deadline_margin_s),
+    ]
+    if traced:
+        interceptors = grpc_client_interceptors() + interceptors
+    if tls is not None and tls.enabled:
+        credentials = channel_credentials(tls)
+        if tls.server_name_override:
+            channel_options.append(("grpc.ssl_target_name_override", tls.server_name_override))
+        return grpc.aio.secure_channel(
+            target, credentials, options=channel_options, interceptors=interceptors
+        )
+    return grpc.aio.insecure_channel(target, options=channel_options, interceptors=interceptors)
+
+
+def channel_credentials(tls: TLSSettings) -> grpc.ChannelCredentials:
+    """Server verification with ``ca_file`` (or system roots); a client certificate for mTLS."""
+    root = tls.ca_file.read_bytes() if tls.ca_file else None
+    key = tls.key_file.read_bytes() if tls.key_file else None
+    cert = tls.cert_file.read_bytes() if tls.cert_file else None
+    return grpc.ssl_channel_credentials(
+        root_certificates=root, private_key=key, certificate_chain=cert
+    )

@@ -1,0 +1,326 @@
+"""The server interceptor every Continuum service runs.
+
+For each RPC, in this order:
+
+1. authentication: a bearer JWT is required on every method except health and
+   reflection; the verified :class:`~continuum_runtime.auth.Principal` is available to
+   the handler through :func:`~continuum_runtime.auth.current_principal`;
+2. undecodable request bytes give INVALID_ARGUMENT (gRPC would answer UNKNOWN);
+3. request validation with protovalidate: INVALID_ARGUMENT with a
+   ``google.rpc.BadRequest`` naming every violated field;
+4. a deadline: the caller's, or a default one when the caller set none, recorded so that
+   outbound calls get the remaining time less a margin;
+5. error mapping: :class:`~continuum_runtime.errors.DomainError` to its code with
+   ``google.rpc.ErrorInfo``; a database or Redis outage to UNAVAILABLE; anything else to
+   INTERNAL with a generic message and a log line, never the exception text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, cast
+
+import grpc
+import protovalidate
+from google.protobuf.message import Message
+
+from continuum_runtime.auth import Principal, TokenVerifier, set_principal
+from continuum_runtime.deadlines import reset_deadline, set_deadline
+from continuum_runtime.errors import (
+    DomainError,
+    FieldViolation,
+    InvalidArgument,
+    Unauthenticated,
+    build_status,
+    is_dependency_outage,
+    is_statement_timeout,
+)
+
+log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    _InterceptorBase = grpc.aio.ServerInterceptor[Any, Any]
+    Handler = grpc.RpcMethodHandler[Any, Any]
+else:
+    _InterceptorBase = grpc.aio.ServerInterceptor
+    Handler = grpc.RpcMethodHandler
+
+PUBLIC_METHOD_PREFIXES = (
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+    "/grpc.reflection.v1.ServerReflection/",
+)
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+
+class _Undecodable:
+    """Stands in for a request whose bytes did not parse."""
+
+
+UNDECODABLE = _Undecodable()
+
+_validator = protovalidate.Validator()
+
+
+def field_violations(message: Message) -> list[FieldViolation]:
+    """protovalidate's findings on ``message`` as field violations (empty when valid)."""
+    found: list[FieldViolation] = []
+    for violation in _validator.collect_violations(message):
+        proto: Any = violation.proto
+        path = []
+        for element in proto.field.elements:
+            name = element.field_name
+            subscript = element.subscript  # a oneof: index, bool/int/uint/string key
+            if subscript is not None:
+                value = subscript.value
+                name += f'["{value}"]' if isinstance(value, str) else f"[{value}]"
+            path.append(name)
+        found.append(
+            FieldViolation(field=".".join(path), description=proto.message, reason=proto.rule_id)
+        )
+    return found
+
+
+def validate_request(message: Message) -> None:
+    violations = field_violations(message)
+    if violations:
+        raise InvalidArgument(
+            "request has invalid fields: " + ", ".join(v.field or "(message)" for v in violations),
+            reason="INVALID_REQUEST",
+            violations=violations,
+        )
+
+
+async def abort_with(context: grpc.aio.ServicerContext[Any, Any], error: DomainError) -> None:
+    status = error.to_status()
+    await context.abort(
+        error.code,
+        error.message,
+        trailing_metadata=((STATUS_DETAILS_KEY, status.SerializeToString()),),
+    )
+
+
+def _as_domain_error(exc: BaseException, method: str) -> DomainError:
+    """Map an exception escaping a handler to the error the caller sees."""
+    from continuum_runtime.errors import DeadlineExceeded, Unavailable
+
+    if isinstance(exc, DomainError):
+        return exc
+    if isinstance(exc, TimeoutError) or is_statement_timeout(exc):
+        return DeadlineExceeded("the request ran out of time", reason="DEADLINE_EXCEEDED")
+    if is_dependency_outage(exc):
+        log.warning("dependency unavailable in %s: %s", method, type(exc).__name__)
+        return Unavailable("a dependency is unavailable; retry later")
+    log.error("unhandled error in %s", method, exc_info=exc)
+    internal = DomainError("internal error", reason="INTERNAL")
+    internal.code = grpc.StatusCode.INTERNAL
+    return internal
+
+
+class ServerInterceptor(_InterceptorBase):
+    """Authentication, decoding, validation, deadlines and error mapping for every RPC."""
+
+    def __init__(
+        self,
+        *,
+        verifier: TokenVerifier | None,
+        default_deadline_s: float,
+        public_prefixes: Iterable[str] = PUBLIC_METHOD_PREFIXES,
+        unvalidated_stream_methods: Iterable[str] = (),
+    ) -> None:
+        self._verifier = verifier
+        self._default_deadline_s = default_deadline_s
+        self._public = tuple(public_prefixes)
+        self._unvalidated_streams = frozenset(unvalidated_stream_methods)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or method.startswith(self._public):
+            return handler
+        principal: Principal | None = None
+        auth_error: DomainError | None = None
+        if self._verifier is not None:
+            try:
+                principal = self._verifier.verify(_bearer(handler_call_details))
+            except DomainError as exc:
+                auth_error = exc
+        return _wrap(
+            handler,
+            method=method,
+            principal=principal,
+            auth_error=auth_error,
+            default_deadline_s=self._default_deadline_s,
+            validate_stream=method not in self._unvalidated_streams,
+        )
+
+
+def _bearer(details: grpc.HandlerCallDetails) -> str:
+    for key, value in details.invocation_metadata or ():
+        if key == "authorization":
+            text = value.decode() if isinstance(value, bytes) else value
+            scheme, _, token = text.partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+            break
+    raise Unauthenticated("a bearer token is required", reason="TOKEN_MISSING")
+
+
+def _safe_deserializer(
+    deserializer: Callable[[bytes], Any] | None,
+) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception:
+            return UNDECODABLE
+
+    return deserialize
+
+
+def _check_request(request: Any) -> None:
+    if request is UNDECODABLE:
+        raise InvalidArgument("request bytes could not be decoded", reason="UNDECODABLE_REQUEST")
+    if isinstance(request, Message):
+        validate_request(request)
+
+
+def _wrap(
+    handler: Handler,
+    *,
+    method: str,
+    principal: Principal | None,
+    auth_error: DomainError | None,
+    default_deadline_s: float,
+    validate_stream: bool,
+) -> Handler:
+    deserializer = _safe_deserializer(handler.request_deserializer)
+    serializer = handler.response_serializer
+
+    def deadline_for(context: grpc.aio.ServicerContext[Any, Any]) -> float:
+        remaining = context.time_remaining()
+        return default_deadline_s if remaining is None else remaining
+
+    async def checked_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        async for request in requests:
+            if request is UNDECODABLE or validate_stream:
+                _check_request(request)
+            yield request
+
+    if handler.unary_unary is not None:
+        unary_unary = cast(Callable[[Any, Any], Awaitable[Any]], handler.unary_unary)
+
+        async def uu(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            set_principal(principal)  # each RPC runs in its own task: no reset needed
+            timeout = deadline_for(context)
+            deadline_token = set_deadline(timeout)
+            try:
+                if auth_error is not None:
+                    raise auth_error
+                _check_request(request)
+                async with asyncio.timeout(timeout):
+                    return await unary_unary(request, context)
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                await abort_with(context, _as_domain_error(exc, method))
+            finally:
+                reset_deadline(deadline_token)
+            return None  # unreachable: abort raises
+
+        return grpc.unary_unary_rpc_method_handler(
+            uu, request_deserializer=deserializer, response_serializer=serializer
+        )
+
+    if handler.stream_unary is not None:
+        stream_unary = cast(Callable[[Any, Any], Awaitable[Any]], handler.stream_unary)
+
+        async def su(
+            requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
+        ) -> Any:
+            set_principal(principal)
+            timeout = deadline_for(context)
+            deadline_token = set_deadline(timeout)
+            try:
+                if auth_error is not None:
+                    raise auth_error
+                async with asyncio.timeout(timeout):
+                    return await stream_unary(checked_stream(requests), context)
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                await abort_with(context, _as_domain_error(exc, method))
+            finally:
+                reset_deadline(deadline_token)
+            return None
+
+        return grpc.stream_unary_rpc_method_handler(
+            su, request_deserializer=deserializer, response_serializer=serializer
+        )
+
+    if handler.unary_stream is not None:
+        unary_stream = cast(Callable[[Any, Any], AsyncIterator[Any]], handler.unary_stream)
+
+        async def us(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            set_principal(principal)
+            # Streams (feeds, subscriptions) live as long as the caller wants; only the
+            # caller's own deadline bounds them, but outbound calls still get one.
+            remaining = context.time_remaining()
+            deadline_token = set_deadline(default_deadline_s if remaining is None else remaining)
+            try:
+                if auth_error is not None:
+                    raise auth_error
+                _check_request(request)
+                async for response in unary_stream(request, context):
+                    yield response
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                await abort_with(context, _as_domain_error(exc, method))
+            finally:
+                reset_deadline(deadline_token)
+
+        return grpc.unary_stream_rpc_method_handler(
+            us, request_deserializer=deserializer, response_serializer=serializer
+        )
+
+    stream_stream = cast(Callable[[Any, Any], AsyncIterator[Any]], handler.stream_stream)
+
+    async def ss(
+        requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
+        set_principal(principal)
+        remaining = context.time_remaining()
+        deadline_token = set_deadline(default_deadline_s if remaining is None else remaining)
+        try:
+            if auth_error is not None:
+                raise auth_error
+            async for response in stream_stream(checked_stream(requests), context):
+                yield response
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await abort_with(context, _as_domain_error(exc, method))
+        finally:
+            reset_deadline(deadline_token)
+
+    return grpc.stream_stream_rpc_method_handler(
+        ss, request_deserializer=deserializer, response_serializer=serializer
+    )
+
+
+def status_details(status_code: grpc.StatusCode, message: str, **kwargs: Any) -> bytes:
+    """Serialized ``google.rpc.Status`` for hand-built trailing metadata."""
+    data: bytes = build_status(status_code, message, **kwargs).SerializeToString()
+    return data
