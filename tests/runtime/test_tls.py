@@ -12,11 +12,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from probe.v1 import probe_service_pb2 as pb
-from probe.v1 import probe_service_pb2_grpc as pb_grpc
 
 from continuum_runtime.client import create_channel
 from continuum_runtime.config import AuthSettings, ServiceSettings, TLSSettings
+from probe.v1 import probe_service_pb2 as pb
+from probe.v1 import probe_service_pb2_grpc as pb_grpc
 from tests.runtime.probe import ProbeServicer, probe_server
 
 
