@@ -31,7 +31,9 @@ def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_pgserver_uri_becomes_an_asyncpg_url() -> None:
-    url = asyncpg_url_from_libpq("postgresql://postgres:@/postgres?host=/tmp/x/pg", "continuum_cart")
+    url = asyncpg_url_from_libpq(
+        "postgresql://postgres:@/postgres?host=/tmp/x/pg", "continuum_cart"
+    )
     assert url == "postgresql+asyncpg://postgres@/continuum_cart?host=/tmp/x/pg"
     assert with_database(url, "other").startswith("postgresql+asyncpg://postgres@/other?")
 

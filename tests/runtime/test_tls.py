@@ -24,7 +24,9 @@ def _name(cn: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
-def _write(path: Path, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate) -> tuple[Path, Path]:
+def _write(
+    path: Path, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate
+) -> tuple[Path, Path]:
     key_path, cert_path = path.with_suffix(".key"), path.with_suffix(".crt")
     key_path.write_bytes(
         key.private_bytes(
@@ -79,8 +81,12 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         .sign(ca_key, hashes.SHA256())
     )
     _, ca_path = _write(folder / "ca", ca_key, ca_cert)
-    server_key, server_cert = _write(folder / "server", *_issue(ca_key, ca_name, "probe", server=True))
-    client_key, client_cert = _write(folder / "client", *_issue(ca_key, ca_name, "cart", server=False))
+    server_key, server_cert = _write(
+        folder / "server", *_issue(ca_key, ca_name, "probe", server=True)
+    )
+    client_key, client_cert = _write(
+        folder / "client", *_issue(ca_key, ca_name, "cart", server=False)
+    )
     return {
         "ca": ca_path,
         "server_key": server_key,
