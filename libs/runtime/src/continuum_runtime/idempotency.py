@@ -1,0 +1,109 @@
+"""request_id idempotency for mutating RPCs, in the caller's database transaction.
+
+A mutation runs inside one transaction that first calls :func:`begin` and, when it has an
+answer, :func:`remember`. ``begin`` takes a transaction-scoped advisory lock on
+(method, request_id), so two concurrent calls with one id run one after the other, and
+returns the stored answer of an earlier call, which the caller returns unchanged. A
+request id reused with a different request is a caller bug: FAILED_PRECONDITION
+(``REQUEST_ID_REUSED``), nothing changes. The answer is stored in the same transaction as
+the change, so a rolled-back change leaves no answer behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, TypeVar
+
+from google.protobuf.message import Message
+from sqlalchemy import (
+    Column,
+    DateTime,
+    LargeBinary,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    func,
+    select,
+    text,
+)
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from continuum_runtime.errors import FailedPrecondition
+from continuum_runtime.events.schema import metadata
+
+M = TypeVar("M", bound=Message)
+
+request_log_table = Table(
+    "request_log",
+    metadata,
+    Column("method", Text, nullable=False),
+    Column("request_id", Text, nullable=False),
+    Column("fingerprint", LargeBinary, nullable=False),
+    Column("response", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("method", "request_id"),
+)
+
+
+def create_request_log_table(op: Any) -> None:
+    """Call from a service migration that introduces idempotent mutations."""
+    metadata.create_all(bind=op.get_bind(), tables=[request_log_table])
+
+
+def drop_request_log_table(op: Any) -> None:
+    metadata.drop_all(bind=op.get_bind(), tables=[request_log_table])
+
+
+def fingerprint(request: Message) -> bytes:
+    """A digest of the request without its request_id (deterministic serialisation)."""
+    copy = type(request)()
+    copy.CopyFrom(request)
+    if "request_id" in copy.DESCRIPTOR.fields_by_name:
+        copy.ClearField("request_id")  # type: ignore[arg-type]
+    return hashlib.sha256(copy.SerializeToString(deterministic=True)).digest()
+
+
+async def begin(
+    session: AsyncSession, method: str, request: Message, response_type: type[M]
+) -> M | None:
+    """Serialise calls with this request_id; the earlier answer if there was one."""
+    request_id: str = getattr(request, "request_id")  # noqa: B009
+    await session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 7))"),
+        {"key": f"{method}/{request_id}"},
+    )
+    row = (
+        await session.execute(
+            select(request_log_table.c.fingerprint, request_log_table.c.response).where(
+                request_log_table.c.method == method,
+                request_log_table.c.request_id == request_id,
+            )
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    if row.fingerprint != fingerprint(request):
+        raise FailedPrecondition(
+            "request_id was already used for a different request",
+            reason="REQUEST_ID_REUSED",
+            metadata={"request_id": request_id},
+        )
+    answer = response_type()
+    answer.ParseFromString(row.response)
+    return answer
+
+
+async def remember(session: AsyncSession, method: str, request: Message, response: M) -> M:
+    """Store the answer to ``request``; returns ``response`` for convenience."""
+    await session.execute(
+        insert(request_log_table)
+        .values(
+            method=method,
+            request_id=getattr(request, "request_id"),  # noqa: B009
+            fingerprint=fingerprint(request),
+            response=response.SerializeToString(deterministic=True),
+        )
+        .on_conflict_do_nothing()
+    )
+    return response
