@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+from google.rpc import error_details_pb2
 
 from continuum_runtime.auth import current_principal
 from continuum_runtime.client import create_channel
@@ -49,7 +50,15 @@ class ProbeServicer(pb_grpc.ProbeServiceServicer):
         if request.kind == "not_found":
             raise NotFound("no such note", reason="NOTE_NOT_FOUND", metadata={"note_id": "n1"})
         if request.kind == "precondition":
-            raise FailedPrecondition("not enough stock", reason="INSUFFICIENT_STOCK")
+            raise FailedPrecondition(
+                "not enough stock",
+                reason="INSUFFICIENT_STOCK",
+                details=[
+                    error_details_pb2.PreconditionFailure.Violation(
+                        type="STOCK", subject="sku:SHOE-42@store-1", description="2 short"
+                    )
+                ],
+            )
         if request.kind == "db_down":
             raise ConnectionRefusedError("connect to 10.1.2.3:5432 refused")
         raise RuntimeError("secret internals: password=hunter2 at /srv/app.py")

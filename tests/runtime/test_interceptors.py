@@ -116,6 +116,18 @@ async def test_domain_errors_carry_code_and_error_info(probe_stub, make_token) -
     assert dict(info.metadata) == {"note_id": "n1"}
 
 
+async def test_domain_errors_carry_service_specific_details(probe_stub, make_token) -> None:  # type: ignore[no-untyped-def]
+    call = probe_stub.Fail(pb.FailRequest(kind="precondition"), metadata=bearer(make_token()))
+    with pytest.raises(grpc.aio.AioRpcError):
+        await call
+    code, status = await rich_status(call)
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    (info,) = details_of(status, error_details_pb2.ErrorInfo)
+    assert info.reason == "INSUFFICIENT_STOCK"
+    (short,) = details_of(status, error_details_pb2.PreconditionFailure.Violation)
+    assert short.subject == "sku:SHOE-42@store-1"
+
+
 async def test_dependency_outage_is_unavailable(probe_stub, make_token) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await probe_stub.Fail(pb.FailRequest(kind="db_down"), metadata=bearer(make_token()))

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 ERROR_DOMAIN = "continuum.dev"
@@ -40,12 +41,15 @@ class DomainError(Exception):
         reason: str | None = None,
         metadata: Mapping[str, str] | None = None,
         violations: Sequence[FieldViolation] = (),
+        details: Sequence[Message] = (),
     ) -> None:
         super().__init__(message)
         self.message = message
         self.reason = reason or self.default_reason
         self.metadata = dict(metadata or {})
         self.violations = tuple(violations)
+        # Service-specific detail messages (e.g. which lines lack stock), packed as Any.
+        self.details = tuple(details)
 
     def to_status(self, domain: str = ERROR_DOMAIN) -> status_pb2.Status:
         return build_status(
@@ -55,6 +59,7 @@ class DomainError(Exception):
             domain=domain,
             metadata=self.metadata,
             violations=self.violations,
+            details=self.details,
         )
 
 
@@ -120,15 +125,16 @@ def build_status(
     domain: str = ERROR_DOMAIN,
     metadata: Mapping[str, str] | None = None,
     violations: Sequence[FieldViolation] = (),
+    details: Sequence[Message] = (),
 ) -> status_pb2.Status:
-    """A ``google.rpc.Status`` carrying ErrorInfo and, if any, BadRequest details."""
-    details: list[any_pb2.Any] = []
+    """A ``google.rpc.Status`` carrying ErrorInfo, BadRequest and any further details."""
+    packed_details: list[any_pb2.Any] = []
     if reason:
         info = error_details_pb2.ErrorInfo(reason=reason, domain=domain)
         info.metadata.update(dict(metadata or {}))
         packed = any_pb2.Any()
         packed.Pack(info)
-        details.append(packed)
+        packed_details.append(packed)
     if violations:
         bad = error_details_pb2.BadRequest(
             field_violations=[
@@ -140,9 +146,13 @@ def build_status(
         )
         packed = any_pb2.Any()
         packed.Pack(bad)
-        details.append(packed)
+        packed_details.append(packed)
+    for detail in details:
+        packed = any_pb2.Any()
+        packed.Pack(detail)
+        packed_details.append(packed)
     numeric = getattr(code_pb2, code.name)
-    return status_pb2.Status(code=numeric, message=message, details=details)
+    return status_pb2.Status(code=numeric, message=message, details=packed_details)
 
 
 def is_dependency_outage(exc: BaseException) -> bool:
