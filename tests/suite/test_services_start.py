@@ -78,6 +78,7 @@ async def test_service_starts_on_its_own_and_drains_on_sigterm(
         "CONTINUUM_AUTH__TOKEN_KEY": auth_settings.token_key.get_secret_value(),
         "CONTINUUM_ENVIRONMENT": "test",
         "CONTINUUM_LOG_LEVEL": "WARNING",
+        "CONTINUUM_IDENTIFIER_KEY": "suite-test-identifier-key",
     }
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", f"continuum_{name}", "serve", env=env

@@ -65,10 +65,18 @@ def fingerprint(request: Message) -> bytes:
 
 
 async def begin(
-    session: AsyncSession, method: str, request: Message, response_type: type[M]
+    session: AsyncSession,
+    method: str,
+    request: Message,
+    response_type: type[M],
+    request_id: str | None = None,
 ) -> M | None:
-    """Serialise calls with this request_id; the earlier answer if there was one."""
-    request_id: str = getattr(request, "request_id")  # noqa: B009
+    """Serialise calls with this request_id; the earlier answer if there was one.
+
+    ``request_id`` defaults to the request's own field (pass it for parts of a batch).
+    """
+    if request_id is None:
+        request_id = str(getattr(request, "request_id"))  # noqa: B009
     await session.execute(
         text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 7))"),
         {"key": f"{method}/{request_id}"},
@@ -94,13 +102,21 @@ async def begin(
     return answer
 
 
-async def remember(session: AsyncSession, method: str, request: Message, response: M) -> M:
+async def remember(
+    session: AsyncSession,
+    method: str,
+    request: Message,
+    response: M,
+    request_id: str | None = None,
+) -> M:
     """Store the answer to ``request``; returns ``response`` for convenience."""
+    if request_id is None:
+        request_id = str(getattr(request, "request_id"))  # noqa: B009
     await session.execute(
         insert(request_log_table)
         .values(
             method=method,
-            request_id=getattr(request, "request_id"),  # noqa: B009
+            request_id=request_id,
             fingerprint=fingerprint(request),
             response=response.SerializeToString(deterministic=True),
         )

@@ -1,14 +1,376 @@
-"""The gRPC servicer of continuum.identity.v1.IdentityService.
+"""The gRPC servicer of continuum.identity.v1.IdentityService: requests in, answers out.
 
-Until the service's behaviour lands (issue #3) every RPC answers UNIMPLEMENTED from
-the generated base class; the server, health, reflection, auth, migrations and the outbox
-relay already run.
+Protovalidate has already checked every request's shape (the runtime interceptor); this
+layer normalises identifiers (INVALID_ARGUMENT naming each bad one), calls the resolver,
+the repairs and the queries, and maps their results to messages. Probable-match review
+(ListProbableMatches, Accept/RejectProbableMatch) answers UNIMPLEMENTED until the
+probabilistic matcher lands.
 """
 
-from continuum.identity.v1 import identity_service_pb2, identity_service_pb2_grpc
+from __future__ import annotations
 
-SERVICE_NAME = identity_service_pb2.DESCRIPTOR.services_by_name["IdentityService"].full_name
+from typing import Any
+
+import grpc
+from google.rpc import status_pb2
+
+from continuum.identity.v1 import identity_resources_pb2 as res
+from continuum.identity.v1 import identity_service_pb2 as pb
+from continuum.identity.v1 import identity_service_pb2_grpc
+from continuum_identity import queries, store
+from continuum_identity.identifiers import IdentifierHasher
+from continuum_identity.repair import Repairs, root_of
+from continuum_identity.resolver import Idem, ResolveInput, Resolver, now
+from continuum_identity.rules import check_rules, default_rules
+from continuum_runtime import idempotency
+from continuum_runtime.db import Database
+from continuum_runtime.errors import (
+    Aborted,
+    DomainError,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["IdentityService"].full_name
+RULE_PATHS = {"type_rules", "shared_value_detection", "match_thresholds"}
+
+
+def _prefixed(error: DomainError, prefix: str) -> DomainError:
+    error.violations = tuple(
+        FieldViolation(f"{prefix}{v.field}", v.description, v.reason) for v in error.violations
+    )
+    return error
 
 
 class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
     """IdentityService on top of the runtime."""
+
+    def __init__(self, db: Database, hasher: IdentifierHasher) -> None:
+        self.db = db
+        self.hasher = hasher
+        self.resolver = Resolver(db)
+        self.repairs = Repairs()
+
+    def _region(self, traits: res.MatchTraits) -> str | None:
+        return traits.region_code or None
+
+    def _input(self, item: Any, field: str, actor: str) -> ResolveInput:
+        identifiers = self.hasher.normalize_all(
+            item.identifiers, field, default_region=self._region(item.traits)
+        )
+        at = (
+            item.observe_time.ToDatetime(tzinfo=now().tzinfo)
+            if item.HasField("observe_time")
+            else now()
+        )
+        return ResolveInput(
+            identifiers=identifiers,
+            channel=item.channel,
+            at=min(at, now()),
+            lookup_only=item.lookup_only,
+            actor=actor,
+        )
+
+    async def ResolveIdentity(
+        self, request: pb.ResolveIdentityRequest, context: Any
+    ) -> pb.ResolveIdentityResponse:
+        resolved = await self.resolver.resolve(
+            self._input(request, "identifiers", request.actor),
+            Idem("ResolveIdentity", request),
+        )
+        return pb.ResolveIdentityResponse(resolution=resolved)
+
+    async def BatchResolveIdentity(
+        self, request: pb.BatchResolveIdentityRequest, context: Any
+    ) -> pb.BatchResolveIdentityResponse:
+        results: list[pb.ResolveItemResult] = []
+        for index, item in enumerate(request.items):
+            try:
+                resolved = await self.resolver.resolve(
+                    self._input(item, f"items[{index}].identifiers", request.actor),
+                    Idem("BatchResolveIdentity", item, f"{request.request_id}#{index}"),
+                )
+                results.append(pb.ResolveItemResult(index=index, resolution=resolved))
+            except DomainError as error:
+                results.append(pb.ResolveItemResult(index=index, error=_status(error)))
+        return pb.BatchResolveIdentityResponse(results=results)
+
+    async def LinkIdentifiers(
+        self, request: pb.LinkIdentifiersRequest, context: Any
+    ) -> pb.LinkIdentifiersResponse:
+        identifiers = self.hasher.normalize_all(request.identifiers)
+        async with self.db.transaction() as session:
+            target = (await root_of(session, request.customer_id)).id
+        resolved = await self.resolver.resolve(
+            ResolveInput(
+                identifiers=identifiers,
+                channel=request.channel,
+                at=now(),
+                actor=request.actor,
+                target_customer_id=target,
+                allow_merge=request.allow_merge,
+                reason=request.reason,
+            ),
+            Idem("LinkIdentifiers", request),
+        )
+        return pb.LinkIdentifiersResponse(resolution=resolved)
+
+    async def GetCustomer(
+        self, request: pb.GetCustomerRequest, context: Any
+    ) -> pb.GetCustomerResponse:
+        async with self.db.transaction() as session:
+            return pb.GetCustomerResponse(
+                customer=await queries.get_customer(session, request.customer_id)
+            )
+
+    async def ListIdentifiers(
+        self, request: pb.ListIdentifiersRequest, context: Any
+    ) -> pb.ListIdentifiersResponse:
+        async with self.db.transaction() as session:
+            records, token = await queries.list_identifiers(
+                session,
+                request.customer_id,
+                list(request.types),
+                request.page_size,
+                request.page_token,
+            )
+        return pb.ListIdentifiersResponse(identifiers=records, next_page_token=token)
+
+    async def ListLinks(self, request: pb.ListLinksRequest, context: Any) -> pb.ListLinksResponse:
+        async with self.db.transaction() as session:
+            links, token = await queries.list_links(
+                session,
+                request.customer_id,
+                request.include_removed,
+                request.page_size,
+                request.page_token,
+            )
+        return pb.ListLinksResponse(links=links, next_page_token=token)
+
+    async def GetHistory(
+        self, request: pb.GetHistoryRequest, context: Any
+    ) -> pb.GetHistoryResponse:
+        tz = now().tzinfo
+        start = (
+            request.time_range.start_time.ToDatetime(tzinfo=tz)
+            if request.time_range.HasField("start_time")
+            else None
+        )
+        end = (
+            request.time_range.end_time.ToDatetime(tzinfo=tz)
+            if request.time_range.HasField("end_time")
+            else None
+        )
+        async with self.db.transaction() as session:
+            entries, token = await queries.history(
+                session, request.customer_id, start, end, request.page_size, request.page_token
+            )
+        return pb.GetHistoryResponse(entries=entries, next_page_token=token)
+
+    async def Explain(self, request: pb.ExplainRequest, context: Any) -> pb.ExplainResponse:
+        identifier = None
+        if request.WhichOneof("other") == "identifier":
+            (identifier,) = self.hasher.normalize_all([request.identifier], "identifier")
+        async with self.db.transaction() as session:
+            explanation = await queries.explain(
+                session,
+                request.customer_id,
+                request.other_customer_id or None,
+                identifier,
+            )
+        return pb.ExplainResponse(explanation=explanation)
+
+    async def UnmergeCustomer(
+        self, request: pb.UnmergeCustomerRequest, context: Any
+    ) -> pb.UnmergeCustomerResponse:
+        async with self.db.transaction() as session:
+            kind = pb.UnmergeCustomerResponse
+            earlier = await idempotency.begin(session, "UnmergeCustomer", request, kind)
+            if earlier is not None:
+                return earlier
+            customers, entry = await self.repairs.unmerge(
+                session, request.customer_id, request.merge_entry_id, request.actor, request.reason
+            )
+            answer = kind(customers=customers, entry=queries.log_message(entry))
+            return await idempotency.remember(session, "UnmergeCustomer", request, answer)
+
+    async def SplitCustomer(
+        self, request: pb.SplitCustomerRequest, context: Any
+    ) -> pb.SplitCustomerResponse:
+        async with self.db.transaction() as session:
+            kind = pb.SplitCustomerResponse
+            earlier = await idempotency.begin(session, "SplitCustomer", request, kind)
+            if earlier is not None:
+                return earlier
+            customers, entry = await self.repairs.split(
+                session, request.customer_id, list(request.link_ids), request.actor, request.reason
+            )
+            answer = kind(customers=customers, entry=queries.log_message(entry))
+            return await idempotency.remember(session, "SplitCustomer", request, answer)
+
+    async def ForgetCustomer(
+        self, request: pb.ForgetCustomerRequest, context: Any
+    ) -> pb.ForgetCustomerResponse:
+        async with self.db.transaction() as session:
+            kind = pb.ForgetCustomerResponse
+            earlier = await idempotency.begin(session, "ForgetCustomer", request, kind)
+            if earlier is not None:
+                return earlier
+            forgotten = await self.repairs.forget(
+                session, request.customer_id, request.actor, request.reason
+            )
+            answer = kind(
+                customer_id=forgotten.customer_id,
+                alias_customer_ids=forgotten.aliases,
+                removed_identifier_count=forgotten.identifiers,
+                removed_link_count=forgotten.links,
+            )
+            answer.forget_time.FromDatetime(forgotten.at)
+            return await idempotency.remember(session, "ForgetCustomer", request, answer)
+
+    # --- merge rules and blocked values ---------------------------------------------------
+
+    async def GetMergeRules(
+        self, request: pb.GetMergeRulesRequest, context: Any
+    ) -> pb.GetMergeRulesResponse:
+        async with self.db.transaction() as session:
+            rules = await store.load_rules(session) or default_rules()
+        return pb.GetMergeRulesResponse(merge_rules=rules)
+
+    async def UpdateMergeRules(
+        self, request: pb.UpdateMergeRulesRequest, context: Any
+    ) -> pb.UpdateMergeRulesResponse:
+        bad = [p for p in request.update_mask.paths if p not in RULE_PATHS]
+        if bad or not request.update_mask.paths:
+            raise InvalidArgument(
+                "update_mask may name type_rules, shared_value_detection, match_thresholds",
+                violations=[FieldViolation("update_mask.paths", f"unknown path {p!r}") for p in bad]
+                or [FieldViolation("update_mask.paths", "must name at least one path")],
+            )
+        async with self.db.transaction() as session:
+            earlier = await idempotency.begin(
+                session, "UpdateMergeRules", request, pb.UpdateMergeRulesResponse
+            )
+            if earlier is not None:
+                return earlier
+            await store.lock_rules(session)
+            current = await store.load_rules(session) or default_rules()
+            if request.expected_revision and request.expected_revision != current.revision:
+                raise Aborted(
+                    "merge rules changed since they were read",
+                    reason="REVISION_MISMATCH",
+                    metadata={"revision": str(current.revision)},
+                )
+            updated = res.MergeRules()
+            updated.CopyFrom(current)
+            given = request.merge_rules
+            for path in request.update_mask.paths:
+                if path == "type_rules":
+                    del updated.type_rules[:]
+                    updated.type_rules.extend(given.type_rules)
+                elif path == "shared_value_detection":
+                    updated.shared_value_detection.CopyFrom(given.shared_value_detection)
+                else:
+                    updated.match_thresholds.CopyFrom(given.match_thresholds)
+            check_rules(updated)
+            revision = current.revision + 1
+            updated.ClearField("update_time")
+            updated.ClearField("updated_by")
+            updated.revision = revision
+            await store.save_rules(session, updated, revision, request.actor)
+            saved = await store.load_rules(session)
+            assert saved is not None
+            self.resolver.forget_cached_rules()
+            answer = pb.UpdateMergeRulesResponse(merge_rules=saved)
+            return await idempotency.remember(session, "UpdateMergeRules", request, answer)
+
+    async def ListBlockedValues(
+        self, request: pb.ListBlockedValuesRequest, context: Any
+    ) -> pb.ListBlockedValuesResponse:
+        size = queries.page_size(request.page_size)
+        if request.page_token and not request.page_token.startswith("blk_"):
+            raise queries.bad_token()
+        async with self.db.transaction() as session:
+            rows = await store.list_blocked(
+                session,
+                source=request.source,
+                id_type=request.type,
+                after=request.page_token,
+                limit=size + 1,
+            )
+        token = rows[size - 1][0] if len(rows) > size else ""
+        return pb.ListBlockedValuesResponse(
+            blocked_values=[queries.blocked_message(r) for r in rows[:size]],
+            next_page_token=token,
+        )
+
+    async def CreateBlockedValue(
+        self, request: pb.CreateBlockedValueRequest, context: Any
+    ) -> pb.CreateBlockedValueResponse:
+        (ident,) = self.hasher.normalize_all([request.identifier], "identifier")
+        async with self.db.transaction() as session:
+            earlier = await idempotency.begin(
+                session, "CreateBlockedValue", request, pb.CreateBlockedValueResponse
+            )
+            if earlier is not None:
+                return earlier
+            row = await store.add_blocked(
+                session,
+                id_type=ident.type,
+                value_hash=ident.value_hash,
+                masked=ident.masked,
+                source=res.BlockSource.BLOCK_SOURCE_STATIC,
+                reason=request.reason,
+                actor=request.actor,
+            )
+            answer = pb.CreateBlockedValueResponse(blocked_value=queries.blocked_message(row))
+            return await idempotency.remember(session, "CreateBlockedValue", request, answer)
+
+    async def DeleteBlockedValue(
+        self, request: pb.DeleteBlockedValueRequest, context: Any
+    ) -> pb.DeleteBlockedValueResponse:
+        async with self.db.transaction() as session:
+            earlier = await idempotency.begin(
+                session, "DeleteBlockedValue", request, pb.DeleteBlockedValueResponse
+            )
+            if earlier is not None:
+                return earlier
+            if not await store.delete_blocked(session, request.blocked_value_id):
+                raise NotFound("no such blocked value", reason="BLOCKED_VALUE_NOT_FOUND")
+            return await idempotency.remember(
+                session, "DeleteBlockedValue", request, pb.DeleteBlockedValueResponse()
+            )
+
+    # --- probable matches: the probabilistic matcher is the next step of issue #3 ---------
+
+    async def ListProbableMatches(
+        self, request: pb.ListProbableMatchesRequest, context: Any
+    ) -> pb.ListProbableMatchesResponse:
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED, "probabilistic matching is not built yet"
+        )
+        raise AssertionError  # abort raises
+
+    async def AcceptProbableMatch(
+        self, request: pb.AcceptProbableMatchRequest, context: Any
+    ) -> pb.AcceptProbableMatchResponse:
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED, "probabilistic matching is not built yet"
+        )
+        raise AssertionError
+
+    async def RejectProbableMatch(
+        self, request: pb.RejectProbableMatchRequest, context: Any
+    ) -> pb.RejectProbableMatchResponse:
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED, "probabilistic matching is not built yet"
+        )
+        raise AssertionError
+
+
+def _status(error: DomainError) -> status_pb2.Status:
+    return error.to_status()
+
+
+__all__ = ["SERVICE_NAME", "IdentityServicer", "_prefixed"]

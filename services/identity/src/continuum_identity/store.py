@@ -1,0 +1,823 @@
+"""Every query of the identity service (PostgreSQL through SQLAlchemy on asyncpg).
+
+Functions take the caller's session, so that one resolve, merge or unmerge is one
+transaction. Locks, in the one order every writer takes them (so writers cannot
+deadlock): transaction-scoped advisory locks on the identifier values of the request, in
+key order; then customer rows FOR UPDATE, in id order; then identifier and link rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from continuum.identity.v1 import identity_resources_pb2 as res
+from continuum_identity.identifiers import NormalizedIdentifier
+
+ACTIVE, MERGED, FORGOTTEN = 1, 2, 3
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+def lock_key(id_type: int, value_hash: bytes) -> int:
+    digest = hashlib.blake2b(bytes([id_type]) + value_hash, digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+@dataclass
+class IdentifierRow:
+    id: int
+    type: int
+    value_hash: bytes
+    masked: str
+    device_id: str | None
+    customer_id: str
+    origin_customer_id: str
+    first_seen_channel: int
+    first_seen_at: datetime
+    last_seen_at: datetime
+
+    @property
+    def key(self) -> tuple[int, bytes]:
+        return (self.type, self.value_hash)
+
+    def ref(self) -> res.IdentifierRef:
+        return res.IdentifierRef(
+            type=self.type,  # type: ignore[arg-type]
+            value_hash=self.value_hash.hex(),
+            masked_value=self.masked,
+        )
+
+
+@dataclass
+class CustomerRow:
+    id: str
+    state: int
+    anonymous: bool
+    merged_into: str | None
+    first_seen_channel: int
+    created_at: datetime
+    updated_at: datetime
+    last_seen_at: datetime
+
+
+@dataclass
+class LinkRow:
+    id: str
+    customer_id: str
+    a_id: int
+    b_id: int
+    method: int
+    rule_id: str
+    channel: int
+    actor: str
+    evidence: list[dict[str, Any]]
+    score: float
+    created_at: datetime
+    removed_at: datetime | None
+    removed_by_entry: str | None
+
+
+@dataclass
+class NewLink:
+    a_id: int
+    b_id: int
+    method: int
+    rule_id: str
+    channel: int
+    actor: str
+    score: float = 1.0
+    evidence: Sequence[dict[str, Any]] = ()
+
+
+_IDENT_COLS = (
+    "id, type, value_hash, masked, device_id, customer_id, origin_customer_id, "
+    "first_seen_channel, first_seen_at, last_seen_at"
+)
+_CUST_COLS = (
+    "id, state, anonymous, merged_into, first_seen_channel, created_at, updated_at, last_seen_at"
+)
+_LINK_COLS = (
+    "id, customer_id, a_id, b_id, method, rule_id, channel, actor, evidence, score, "
+    "created_at, removed_at, removed_by_entry"
+)
+
+
+def _ident(row: Any) -> IdentifierRow:
+    return IdentifierRow(*row)
+
+
+def _cust(row: Any) -> CustomerRow:
+    return CustomerRow(*row)
+
+
+def _link(row: Any) -> LinkRow:
+    return LinkRow(*row)
+
+
+def refs_json(refs: Iterable[res.IdentifierRef]) -> str:
+    return json.dumps(
+        [{"type": r.type, "hash": r.value_hash, "masked": r.masked_value} for r in refs]
+    )
+
+
+def refs_from_json(data: Sequence[dict[str, Any]]) -> list[res.IdentifierRef]:
+    return [
+        res.IdentifierRef(type=d["type"], value_hash=d["hash"], masked_value=d["masked"])
+        for d in data
+    ]
+
+
+# --- identifiers -------------------------------------------------------------------------
+
+
+async def lock_values(session: AsyncSession, keys: Iterable[tuple[int, bytes]]) -> None:
+    ordered = sorted({lock_key(t, h) for t, h in keys})
+    if ordered:
+        await session.execute(
+            text(
+                "SELECT pg_advisory_xact_lock(k) FROM "
+                "(SELECT unnest(CAST(:keys AS bigint[])) AS k ORDER BY 1) AS s"
+            ),
+            {"keys": ordered},
+        )
+
+
+async def find_identifiers(
+    session: AsyncSession, keys: Sequence[tuple[int, bytes]]
+) -> dict[tuple[int, bytes], IdentifierRow]:
+    if not keys:
+        return {}
+    rows = await session.execute(
+        text(
+            f"SELECT {_IDENT_COLS} FROM identifiers WHERE (type, value_hash) IN "
+            "(SELECT * FROM unnest(CAST(:types AS smallint[]), CAST(:hashes AS bytea[])))"
+        ),
+        {"types": [k[0] for k in keys], "hashes": [k[1] for k in keys]},
+    )
+    found = [_ident(r) for r in rows]
+    return {r.key: r for r in found}
+
+
+async def identifiers_of(
+    session: AsyncSession,
+    customer_ids: Sequence[str],
+    *,
+    types: Sequence[int] = (),
+    after_id: int = 0,
+    limit: int | None = None,
+) -> list[IdentifierRow]:
+    sql = f"SELECT {_IDENT_COLS} FROM identifiers WHERE customer_id = ANY(:ids) AND id > :after"
+    params: dict[str, Any] = {"ids": list(customer_ids), "after": after_id}
+    if types:
+        sql += " AND type = ANY(CAST(:types AS smallint[]))"
+        params["types"] = list(types)
+    sql += " ORDER BY id"
+    if limit is not None:
+        sql += " LIMIT :limit"
+        params["limit"] = limit
+    return [_ident(r) for r in await session.execute(text(sql), params)]
+
+
+async def insert_identifier(
+    session: AsyncSession,
+    item: NormalizedIdentifier,
+    customer_id: str,
+    channel: int,
+    at: datetime,
+) -> IdentifierRow:
+    row = (
+        await session.execute(
+            text(
+                "INSERT INTO identifiers (type, value_hash, masked, device_id, customer_id, "
+                "origin_customer_id, first_seen_channel, first_seen_at, last_seen_at) "
+                "VALUES (:type, :hash, :masked, :device, :cid, :cid, :channel, :at, :at) "
+                f"RETURNING {_IDENT_COLS}"
+            ),
+            {
+                "type": item.type,
+                "hash": item.value_hash,
+                "masked": item.masked,
+                "device": item.raw_device_id,
+                "cid": customer_id,
+                "channel": channel,
+                "at": at,
+            },
+        )
+    ).one()
+    return _ident(row)
+
+
+async def repoint_identifiers(
+    session: AsyncSession, identifier_ids: Sequence[int], customer_id: str
+) -> None:
+    if identifier_ids:
+        await session.execute(
+            text("UPDATE identifiers SET customer_id = :cid WHERE id = ANY(:ids)"),
+            {"cid": customer_id, "ids": list(identifier_ids)},
+        )
+
+
+async def move_all_identifiers(session: AsyncSession, from_ids: Sequence[str], to_id: str) -> None:
+    await session.execute(
+        text("UPDATE identifiers SET customer_id = :to WHERE customer_id = ANY(:from)"),
+        {"to": to_id, "from": list(from_ids)},
+    )
+
+
+async def touch_identifiers(session: AsyncSession, ids: Sequence[int], at: datetime) -> None:
+    if ids:
+        await session.execute(
+            text(
+                "UPDATE identifiers SET last_seen_at = GREATEST(last_seen_at, :at) "
+                "WHERE id = ANY(:ids)"
+            ),
+            {"ids": list(ids), "at": at},
+        )
+
+
+async def type_counts(
+    session: AsyncSession, customer_ids: Sequence[str], since: datetime | None = None
+) -> dict[tuple[str, int], int]:
+    sql = "SELECT customer_id, type, count(*) FROM identifiers WHERE customer_id = ANY(:ids)"
+    params: dict[str, Any] = {"ids": list(customer_ids)}
+    if since is not None:
+        sql += " AND first_seen_at >= :since"
+        params["since"] = since
+    sql += " GROUP BY customer_id, type"
+    return {(r[0], r[1]): r[2] for r in await session.execute(text(sql), params)}
+
+
+async def values_of_types(
+    session: AsyncSession, customer_ids: Sequence[str], types: Sequence[int]
+) -> dict[str, set[tuple[int, bytes]]]:
+    out: dict[str, set[tuple[int, bytes]]] = {cid: set() for cid in customer_ids}
+    if not types:
+        return out
+    rows = await session.execute(
+        text(
+            "SELECT customer_id, type, value_hash FROM identifiers "
+            "WHERE customer_id = ANY(:ids) AND type = ANY(CAST(:types AS smallint[]))"
+        ),
+        {"ids": list(customer_ids), "types": list(types)},
+    )
+    for cid, t, h in rows:
+        out.setdefault(cid, set()).add((t, bytes(h)))
+    return out
+
+
+async def delete_identifiers_of(session: AsyncSession, customer_ids: Sequence[str]) -> None:
+    await session.execute(
+        text("DELETE FROM identifiers WHERE customer_id = ANY(:ids)"), {"ids": list(customer_ids)}
+    )
+
+
+# --- customers ---------------------------------------------------------------------------
+
+
+async def create_customer(
+    session: AsyncSession, customer_id: str, *, anonymous: bool, channel: int, at: datetime
+) -> None:
+    await session.execute(
+        text(
+            "INSERT INTO customers (id, anonymous, first_seen_channel, created_at, updated_at, "
+            "last_seen_at) VALUES (:id, :anon, :channel, :at, :at, :at)"
+        ),
+        {"id": customer_id, "anon": anonymous, "channel": channel, "at": at},
+    )
+
+
+async def lock_customers(session: AsyncSession, ids: Iterable[str]) -> dict[str, CustomerRow]:
+    """Lock the ACTIVE customers among ``ids`` (in id order); merged ones are left out.
+
+    Merged-away and forgotten rows are never locked by resolves: a caller that finds one of
+    its customers missing read a stale graph and starts again.
+    """
+    ordered = sorted(set(ids))
+    if not ordered:
+        return {}
+    rows = await session.execute(
+        text(
+            f"SELECT {_CUST_COLS} FROM customers WHERE id = ANY(:ids) AND state = 1 "
+            "ORDER BY id FOR UPDATE"
+        ),
+        {"ids": ordered},
+    )
+    return {c.id: c for c in map(_cust, rows)}
+
+
+async def get_customer(session: AsyncSession, customer_id: str) -> CustomerRow | None:
+    row = (
+        await session.execute(
+            text(f"SELECT {_CUST_COLS} FROM customers WHERE id = :id"), {"id": customer_id}
+        )
+    ).one_or_none()
+    return _cust(row) if row is not None else None
+
+
+async def aliases_of(session: AsyncSession, customer_id: str) -> list[str]:
+    """Every id that resolves to ``customer_id``: merged into it, directly or through others."""
+    rows = await session.execute(
+        text(
+            "WITH RECURSIVE a(id, created_at) AS ("
+            " SELECT id, created_at FROM customers WHERE merged_into = :id"
+            " UNION SELECT c.id, c.created_at FROM customers c JOIN a ON c.merged_into = a.id)"
+            " SELECT id FROM a ORDER BY created_at, id"
+        ),
+        {"id": customer_id},
+    )
+    return [r[0] for r in rows]
+
+
+async def direct_aliases(session: AsyncSession, customer_id: str) -> list[str]:
+    rows = await session.execute(
+        text("SELECT id FROM customers WHERE merged_into = :id ORDER BY created_at, id"),
+        {"id": customer_id},
+    )
+    return [r[0] for r in rows]
+
+
+async def count_identifiers(session: AsyncSession, customer_id: str) -> int:
+    return int(
+        (
+            await session.execute(
+                text("SELECT count(*) FROM identifiers WHERE customer_id = :id"),
+                {"id": customer_id},
+            )
+        ).scalar_one()
+    )
+
+
+async def mark_merged(
+    session: AsyncSession, losers: Sequence[str], survivor: str, at: datetime
+) -> None:
+    """Losers (locked by the caller) now resolve to ``survivor``; their aliases follow."""
+    await session.execute(
+        text(
+            "UPDATE customers SET state = 2, merged_into = :s, updated_at = :at "
+            "WHERE id = ANY(:losers)"
+        ),
+        {"s": survivor, "losers": list(losers), "at": at},
+    )
+
+
+async def set_customer(
+    session: AsyncSession,
+    customer_id: str,
+    *,
+    state: int,
+    anonymous: bool,
+    merged_into: str | None,
+    at: datetime,
+) -> None:
+    await session.execute(
+        text(
+            "UPDATE customers SET state = :state, anonymous = :anon, merged_into = :m, "
+            "updated_at = :at WHERE id = :id"
+        ),
+        {"id": customer_id, "state": state, "anon": anonymous, "m": merged_into, "at": at},
+    )
+
+
+async def set_anonymous(session: AsyncSession, customer_id: str, anonymous: bool) -> None:
+    await session.execute(
+        text("UPDATE customers SET anonymous = :a, updated_at = now() WHERE id = :id"),
+        {"a": anonymous, "id": customer_id},
+    )
+
+
+async def touch_customer(session: AsyncSession, customer_id: str, at: datetime) -> None:
+    await session.execute(
+        text("UPDATE customers SET last_seen_at = GREATEST(last_seen_at, :at) WHERE id = :id"),
+        {"id": customer_id, "at": at},
+    )
+
+
+async def repoint_aliases(
+    session: AsyncSession, aliases: Sequence[str], customer_id: str, at: datetime
+) -> None:
+    if aliases:
+        await session.execute(
+            text(
+                "UPDATE customers SET merged_into = :cid, state = 2, updated_at = :at "
+                "WHERE id = ANY(:ids)"
+            ),
+            {"cid": customer_id, "ids": list(aliases), "at": at},
+        )
+
+
+async def forget_customers(session: AsyncSession, ids: Sequence[str], at: datetime) -> None:
+    await session.execute(
+        text(
+            "UPDATE customers SET state = 3, merged_into = NULL, updated_at = :at "
+            "WHERE id = ANY(:ids)"
+        ),
+        {"ids": list(ids), "at": at},
+    )
+
+
+# --- links -------------------------------------------------------------------------------
+
+
+async def insert_links(
+    session: AsyncSession, customer_id: str, links: Sequence[NewLink], at: datetime
+) -> list[str]:
+    ids: list[str] = []
+    for link in links:
+        link_id = new_id("lnk")
+        ids.append(link_id)
+        await session.execute(
+            text(
+                "INSERT INTO links (id, customer_id, a_id, b_id, method, rule_id, channel, "
+                "actor, evidence, score, created_at) VALUES (:id, :cid, :a, :b, :method, "
+                ":rule, :channel, :actor, CAST(:evidence AS jsonb), :score, :at)"
+            ),
+            {
+                "id": link_id,
+                "cid": customer_id,
+                "a": link.a_id,
+                "b": link.b_id,
+                "method": link.method,
+                "rule": link.rule_id,
+                "channel": link.channel,
+                "actor": link.actor,
+                "evidence": json.dumps(list(link.evidence)),
+                "score": link.score,
+                "at": at,
+            },
+        )
+    return ids
+
+
+async def active_links_among(session: AsyncSession, identifier_ids: Sequence[int]) -> list[LinkRow]:
+    rows = await session.execute(
+        text(
+            f"SELECT {_LINK_COLS} FROM links WHERE removed_at IS NULL "
+            "AND (a_id = ANY(:ids) OR b_id = ANY(:ids)) ORDER BY created_at, id"
+        ),
+        {"ids": list(identifier_ids)},
+    )
+    return [_link(r) for r in rows]
+
+
+async def links_by_id(session: AsyncSession, link_ids: Sequence[str]) -> list[LinkRow]:
+    rows = await session.execute(
+        text(f"SELECT {_LINK_COLS} FROM links WHERE id = ANY(:ids)"), {"ids": list(link_ids)}
+    )
+    return [_link(r) for r in rows]
+
+
+async def links_of(
+    session: AsyncSession,
+    identifier_ids: Sequence[int],
+    *,
+    include_removed: bool,
+    after: str = "",
+    limit: int = 100,
+) -> list[LinkRow]:
+    sql = f"SELECT {_LINK_COLS} FROM links WHERE (a_id = ANY(:ids) OR b_id = ANY(:ids))"
+    if not include_removed:
+        sql += " AND removed_at IS NULL"
+    sql += " AND id > :after ORDER BY id LIMIT :limit"
+    rows = await session.execute(
+        text(sql), {"ids": list(identifier_ids), "after": after, "limit": limit}
+    )
+    return [_link(r) for r in rows]
+
+
+async def remove_links(
+    session: AsyncSession, link_ids: Sequence[str], entry_id: str, at: datetime
+) -> None:
+    if link_ids:
+        await session.execute(
+            text(
+                "UPDATE links SET removed_at = :at, removed_by_entry = :entry "
+                "WHERE id = ANY(:ids) AND removed_at IS NULL"
+            ),
+            {"ids": list(link_ids), "entry": entry_id, "at": at},
+        )
+
+
+async def device_links(session: AsyncSession, device_identifier_id: int) -> list[LinkRow]:
+    return await active_links_among(session, [device_identifier_id])
+
+
+async def identifiers_by_id(session: AsyncSession, ids: Sequence[int]) -> dict[int, IdentifierRow]:
+    rows = await session.execute(
+        text(f"SELECT {_IDENT_COLS} FROM identifiers WHERE id = ANY(:ids)"), {"ids": list(ids)}
+    )
+    return {r.id: r for r in map(_ident, rows)}
+
+
+# --- merge log ---------------------------------------------------------------------------
+
+
+@dataclass
+class LogEntry:
+    action: int
+    customer_id: str
+    merged_customer_ids: Sequence[str] = ()
+    resulting_customer_ids: Sequence[str] = ()
+    link_ids: Sequence[str] = ()
+    identifiers: Sequence[res.IdentifierRef] = ()
+    rule_id: str = ""
+    method: int = 0
+    score: float = 1.0
+    channel: int = 0
+    actor: str = ""
+    reason: str = ""
+
+
+_LOG_COLS = (
+    "id, action, customer_id, merged_customer_ids, resulting_customer_ids, link_ids, "
+    "identifiers, rule_id, method, score, channel, actor, reason, created_at, undone_by, seq"
+)
+
+
+@dataclass
+class LogRow:
+    id: str
+    action: int
+    customer_id: str
+    merged_customer_ids: list[str]
+    resulting_customer_ids: list[str]
+    link_ids: list[str]
+    identifiers: list[dict[str, Any]]
+    rule_id: str
+    method: int
+    score: float
+    channel: int
+    actor: str
+    reason: str
+    created_at: datetime
+    undone_by: str | None
+    seq: int
+
+
+async def add_log(
+    session: AsyncSession, entry: LogEntry, at: datetime, entry_id: str | None = None
+) -> str:
+    entry_id = entry_id or new_id("mle")
+    subjects = sorted(
+        {entry.customer_id, *entry.merged_customer_ids, *entry.resulting_customer_ids}
+    )
+    await session.execute(
+        text(
+            "INSERT INTO merge_log (id, action, customer_id, subjects, merged_customer_ids, "
+            "resulting_customer_ids, link_ids, identifiers, rule_id, method, score, channel, "
+            "actor, reason, created_at) VALUES (:id, :action, :cid, :subjects, :merged, "
+            ":resulting, :links, CAST(:idents AS jsonb), :rule, :method, :score, :channel, "
+            ":actor, :reason, :at)"
+        ),
+        {
+            "id": entry_id,
+            "action": entry.action,
+            "cid": entry.customer_id,
+            "subjects": subjects,
+            "merged": list(entry.merged_customer_ids),
+            "resulting": list(entry.resulting_customer_ids),
+            "links": list(entry.link_ids),
+            "idents": refs_json(entry.identifiers),
+            "rule": entry.rule_id,
+            "method": entry.method,
+            "score": entry.score,
+            "channel": entry.channel,
+            "actor": entry.actor,
+            "reason": entry.reason,
+            "at": at,
+        },
+    )
+    return entry_id
+
+
+async def get_log(session: AsyncSession, entry_id: str, *, lock: bool = False) -> LogRow | None:
+    sql = f"SELECT {_LOG_COLS} FROM merge_log WHERE id = :id"
+    if lock:
+        sql += " FOR UPDATE"
+    row = (await session.execute(text(sql), {"id": entry_id})).one_or_none()
+    return LogRow(*row) if row is not None else None
+
+
+async def mark_undone(session: AsyncSession, entry_id: str, by: str) -> None:
+    await session.execute(
+        text("UPDATE merge_log SET undone_by = :by WHERE id = :id"), {"id": entry_id, "by": by}
+    )
+
+
+async def history(
+    session: AsyncSession,
+    customer_ids: Sequence[str],
+    *,
+    start: datetime | None,
+    end: datetime | None,
+    before_seq: int | None,
+    limit: int,
+) -> list[LogRow]:
+    sql = f"SELECT {_LOG_COLS} FROM merge_log WHERE subjects && CAST(:ids AS text[])"
+    params: dict[str, Any] = {"ids": list(customer_ids), "limit": limit}
+    if start is not None:
+        sql += " AND created_at >= :start"
+        params["start"] = start
+    if end is not None:
+        sql += " AND created_at < :end"
+        params["end"] = end
+    if before_seq is not None:
+        sql += " AND seq < :before"
+        params["before"] = before_seq
+    sql += " ORDER BY seq DESC LIMIT :limit"
+    return [LogRow(*r) for r in await session.execute(text(sql), params)]
+
+
+async def erase_log_identifiers(session: AsyncSession, customer_ids: Sequence[str]) -> None:
+    await session.execute(
+        text("UPDATE merge_log SET identifiers = '[]' WHERE subjects && CAST(:ids AS text[])"),
+        {"ids": list(customer_ids)},
+    )
+
+
+# --- blocked values, co-occurrences, refusals --------------------------------------------
+
+
+async def blocked_keys(
+    session: AsyncSession, keys: Sequence[tuple[int, bytes]]
+) -> set[tuple[int, bytes]]:
+    if not keys:
+        return set()
+    rows = await session.execute(
+        text(
+            "SELECT type, value_hash FROM blocked_values WHERE (type, value_hash) IN "
+            "(SELECT * FROM unnest(CAST(:types AS smallint[]), CAST(:hashes AS bytea[])))"
+        ),
+        {"types": [k[0] for k in keys], "hashes": [k[1] for k in keys]},
+    )
+    return {(r[0], bytes(r[1])) for r in rows}
+
+
+_BLOCK_COLS = "id, type, value_hash, masked, source, reason, actor, created_at"
+
+
+async def add_blocked(
+    session: AsyncSession,
+    *,
+    id_type: int,
+    value_hash: bytes,
+    masked: str,
+    source: int,
+    reason: str,
+    actor: str,
+) -> tuple[Any, ...]:
+    row = (
+        await session.execute(
+            text(
+                "INSERT INTO blocked_values (id, type, value_hash, masked, source, reason, actor) "
+                "VALUES (:id, :type, :hash, :masked, :source, :reason, :actor) "
+                "ON CONFLICT (type, value_hash) DO UPDATE SET type = EXCLUDED.type "
+                f"RETURNING {_BLOCK_COLS}"
+            ),
+            {
+                "id": new_id("blk"),
+                "type": id_type,
+                "hash": value_hash,
+                "masked": masked,
+                "source": source,
+                "reason": reason,
+                "actor": actor,
+            },
+        )
+    ).one()
+    return tuple(row)
+
+
+async def list_blocked(
+    session: AsyncSession, *, source: int, id_type: int, after: str, limit: int
+) -> list[tuple[Any, ...]]:
+    sql = f"SELECT {_BLOCK_COLS} FROM blocked_values WHERE id > :after"
+    params: dict[str, Any] = {"after": after, "limit": limit}
+    if source:
+        sql += " AND source = :source"
+        params["source"] = source
+    if id_type:
+        sql += " AND type = :type"
+        params["type"] = id_type
+    sql += " ORDER BY id LIMIT :limit"
+    return [tuple(r) for r in await session.execute(text(sql), params)]
+
+
+async def delete_blocked(session: AsyncSession, blocked_id: str) -> bool:
+    result = await session.execute(
+        text("DELETE FROM blocked_values WHERE id = :id RETURNING id"), {"id": blocked_id}
+    )
+    return result.one_or_none() is not None
+
+
+async def cooccurrence_counts(
+    session: AsyncSession, identifier_ids: Sequence[int], since: datetime | None
+) -> dict[tuple[int, int], set[int]]:
+    """For each identifier, the other identifiers (by type) it was seen with."""
+    if not identifier_ids:
+        return {}
+    sql = (
+        "SELECT identifier_id, other_type, other_id FROM cooccurrences "
+        "WHERE identifier_id = ANY(:ids)"
+    )
+    params: dict[str, Any] = {"ids": list(identifier_ids)}
+    if since is not None:
+        sql += " AND seen_at >= :since"
+        params["since"] = since
+    out: dict[tuple[int, int], set[int]] = {}
+    for ident, other_type, other in await session.execute(text(sql), params):
+        out.setdefault((ident, other_type), set()).add(other)
+    return out
+
+
+async def record_cooccurrences(
+    session: AsyncSession, pairs: Sequence[tuple[int, int, int]], at: datetime
+) -> None:
+    if pairs:
+        await session.execute(
+            text(
+                "INSERT INTO cooccurrences (identifier_id, other_id, other_type, seen_at) "
+                "SELECT * , CAST(:at AS timestamptz) FROM unnest(CAST(:a AS bigint[]), "
+                "CAST(:b AS bigint[]), CAST(:t AS smallint[])) "
+                "ON CONFLICT (identifier_id, other_id) DO UPDATE SET seen_at = EXCLUDED.seen_at"
+            ),
+            {
+                "a": [p[0] for p in pairs],
+                "b": [p[1] for p in pairs],
+                "t": [p[2] for p in pairs],
+                "at": at,
+            },
+        )
+
+
+async def add_refusal(
+    session: AsyncSession, a: str, b: str, reason: int, refs: Sequence[res.IdentifierRef]
+) -> None:
+    await session.execute(
+        text(
+            "INSERT INTO refusals (customer_a, customer_b, reason, identifiers) "
+            "VALUES (:a, :b, :reason, CAST(:idents AS jsonb))"
+        ),
+        {"a": a, "b": b, "reason": reason, "idents": refs_json(refs)},
+    )
+
+
+async def refusals_between(
+    session: AsyncSession, a_ids: Sequence[str], b_ids: Sequence[str]
+) -> list[int]:
+    rows = await session.execute(
+        text(
+            "SELECT DISTINCT reason FROM refusals WHERE "
+            "(customer_a = ANY(:a) AND customer_b = ANY(:b)) OR "
+            "(customer_a = ANY(:b) AND customer_b = ANY(:a))"
+        ),
+        {"a": list(a_ids), "b": list(b_ids)},
+    )
+    return sorted(r[0] for r in rows)
+
+
+# --- merge rules -------------------------------------------------------------------------
+
+
+async def load_rules(session: AsyncSession) -> res.MergeRules | None:
+    row = (
+        await session.execute(
+            text("SELECT rules, revision, updated_by, updated_at FROM merge_rules WHERE id = 1")
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    rules = res.MergeRules()
+    rules.ParseFromString(row[0])
+    rules.revision = row[1]
+    rules.updated_by = row[2]
+    rules.update_time.FromDatetime(row[3])
+    return rules
+
+
+async def save_rules(
+    session: AsyncSession, rules: res.MergeRules, revision: int, actor: str
+) -> None:
+    await session.execute(
+        text(
+            "INSERT INTO merge_rules (id, rules, revision, updated_by, updated_at) "
+            "VALUES (1, :rules, :rev, :actor, now()) ON CONFLICT (id) DO UPDATE SET "
+            "rules = EXCLUDED.rules, revision = EXCLUDED.revision, "
+            "updated_by = EXCLUDED.updated_by, updated_at = EXCLUDED.updated_at"
+        ),
+        {"rules": rules.SerializeToString(), "rev": revision, "actor": actor},
+    )
+
+
+async def lock_rules(session: AsyncSession) -> None:
+    await session.execute(text("SELECT pg_advisory_xact_lock(424242)"))
