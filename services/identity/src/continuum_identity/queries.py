@@ -257,3 +257,47 @@ def blocked_message(row: tuple[Any, ...]) -> res.BlockedValue:
     )
     message.create_time.FromDatetime(created)
     return message
+
+
+def match_message(row: store.MatchRow) -> res.ProbableMatch:
+    message = res.ProbableMatch(
+        match_id=row.id,
+        customer_id=row.customer_id,
+        candidate_customer_id=row.candidate_customer_id,
+        score=row.score,
+        evidence=[
+            res.Evidence(field=e["field"], comparison=e["comparison"], weight=e["weight"])
+            for e in row.evidence
+        ],
+        state=row.state,  # type: ignore[arg-type]
+        decided_by=row.decided_by,
+        decision_reason=row.decision_reason,
+    )
+    message.create_time.FromDatetime(row.created_at)
+    if row.decided_at:
+        message.decide_time.FromDatetime(row.decided_at)
+    return message
+
+
+async def probable_matches(
+    session: AsyncSession, state: int, customer_id: str, min_score: float, size: int, token: str
+) -> tuple[list[res.ProbableMatch], str]:
+    try:
+        after = int(token) if token else 0
+    except ValueError:
+        raise bad_token() from None
+    ids: list[str] = []
+    if customer_id:
+        root = await root_of(session, customer_id)
+        ids = [root.id, *await store.aliases_of(session, root.id)]
+    rows = await store.list_probable_matches(
+        session,
+        state=state,
+        customer_ids=ids,
+        min_score=min_score,
+        after_seq=after,
+        limit=page_size(size) + 1,
+    )
+    more = len(rows) > page_size(size)
+    rows = rows[: page_size(size)]
+    return [match_message(r) for r in rows], (str(rows[-1].seq) if more and rows else "")

@@ -18,8 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from continuum.identity.v1 import identity_events_pb2 as ev
 from continuum.identity.v1 import identity_resources_pb2 as res
 from continuum_identity import graph, store
-from continuum_identity.identifiers import DEVICE_ID
-from continuum_identity.resolver import Action, NonMerge, _event, now
+from continuum_identity.identifiers import ACCOUNT_ID, DEVICE_ID
+from continuum_identity.resolver import Action, NonMerge, _event, now, write_merge
 from continuum_runtime.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 
 
@@ -265,6 +265,85 @@ class Repairs:
         event.forget_time.FromDatetime(at)
         await _event(session, "customer_forgotten", root.id, event, root.id)
         return Forgotten(root.id, aliases, len(idents), len(links), at)
+
+
+async def accept_match(
+    session: AsyncSession, match_id: str, actor: str, reason: str
+) -> tuple[store.MatchRow, res.Customer]:
+    """Merge a reviewed probable match (the older customer survives)."""
+    match = await store.get_probable_match(session, match_id, lock=True)
+    if match is None:
+        raise NotFound("no such probable match", reason="PROBABLE_MATCH_NOT_FOUND")
+    if match.state != res.ProbableMatchState.PROBABLE_MATCH_STATE_PENDING:
+        raise FailedPrecondition("this match was already decided", reason="ALREADY_DECIDED")
+    a = await root_of(session, match.customer_id)
+    b = await root_of(session, match.candidate_customer_id)
+    locked = await store.lock_customers(session, [a.id, b.id])
+    if set(locked) != {a.id, b.id}:
+        raise FailedPrecondition("customers changed; retry", reason="CONTENTION")
+    if a.id == b.id:
+        state = res.ProbableMatchState.PROBABLE_MATCH_STATE_OBSOLETE
+        await store.decide_probable_match(session, match.id, state, actor, "already one customer")
+    else:
+        survivor, loser = sorted([a, b], key=lambda c: (c.created_at, c.id))
+        unique_types = [ACCOUNT_ID]
+        values = await store.values_of_types(session, [a.id, b.id], unique_types)
+        if values[a.id] and values[b.id] and values[a.id] != values[b.id]:
+            raise FailedPrecondition(
+                "both customers have an account id", reason="UNIQUE_TYPE_CONFLICT"
+            )
+        one = (await store.identifiers_of(session, [survivor.id], limit=1))[0]
+        two = (await store.identifiers_of(session, [loser.id], limit=1))[0]
+        link = store.NewLink(
+            a_id=one.id,
+            b_id=two.id,
+            method=res.LinkMethod.LINK_METHOD_REVIEW_ACCEPTED,
+            rule_id="review_accepted",
+            channel=0,
+            actor=actor,
+            score=match.score,
+            evidence=match.evidence,
+        )
+        await write_merge(
+            session,
+            survivor.id,
+            [loser.id],
+            [link],
+            method=res.LinkMethod.LINK_METHOD_REVIEW_ACCEPTED,
+            score=match.score,
+            identifiers=[one.ref(), two.ref()],
+            channel=0,
+            actor=actor,
+            reason=reason,
+            at=now(),
+        )
+        state = res.ProbableMatchState.PROBABLE_MATCH_STATE_ACCEPTED
+        await store.decide_probable_match(session, match.id, state, actor, reason)
+    decided = await store.get_probable_match(session, match.id)
+    assert decided is not None
+    return decided, await to_customer(session, await root_of(session, a.id))
+
+
+async def reject_match(
+    session: AsyncSession, match_id: str, actor: str, reason: str
+) -> store.MatchRow:
+    match = await store.get_probable_match(session, match_id, lock=True)
+    if match is None:
+        raise NotFound("no such probable match", reason="PROBABLE_MATCH_NOT_FOUND")
+    if match.state != res.ProbableMatchState.PROBABLE_MATCH_STATE_PENDING:
+        raise FailedPrecondition("this match was already decided", reason="ALREADY_DECIDED")
+    state = res.ProbableMatchState.PROBABLE_MATCH_STATE_REJECTED
+    await store.decide_probable_match(session, match.id, state, actor, reason)
+    await store.add_refusal(
+        session,
+        match.customer_id,
+        match.candidate_customer_id,
+        NonMerge.NON_MERGE_REASON_REJECTED_IN_REVIEW,
+        [],
+    )
+    decided = await store.get_probable_match(session, match.id)
+    assert decided is not None
+    return decided
 
 
 async def customer_message(session: AsyncSession, customer_id: str) -> res.Customer:

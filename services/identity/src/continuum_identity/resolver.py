@@ -22,6 +22,7 @@ from continuum.identity.v1 import identity_resources_pb2 as res
 from continuum.identity.v1 import identity_service_pb2 as svc
 from continuum_identity import graph, store
 from continuum_identity.identifiers import DEVICE_ID, NormalizedIdentifier
+from continuum_identity.matching import Model, Traits, compare, default_model
 from continuum_identity.rules import Rules, compile_rules, default_rules
 from continuum_runtime import idempotency
 from continuum_runtime.db import Database
@@ -48,6 +49,19 @@ class ResolveInput:
     target_customer_id: str | None = None
     allow_merge: bool = True
     reason: str = ""
+    traits: Traits | None = None
+
+
+PROBABILISTIC_RULE = "probabilistic:fellegi_sunter"
+LEVEL_NAMES = {0: "disagree", 1: "similar", 2: "close", 3: "exact"}
+
+
+@dataclass
+class _Candidate:
+    customer_id: str
+    identifier_id: int
+    score: float
+    evidence: list[dict[str, object]]
 
 
 @dataclass
@@ -112,6 +126,7 @@ class Resolver:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._rules: tuple[float, Rules] | None = None
+        self._model: tuple[float, Model] | None = None
 
     # --- rules ---------------------------------------------------------------------------
 
@@ -126,6 +141,35 @@ class Resolver:
 
     def forget_cached_rules(self) -> None:
         self._rules = None
+        self._model = None
+
+    async def model(self, session: AsyncSession) -> Model:
+        cached = self._model
+        if cached is not None and time.monotonic() - cached[0] < RULES_TTL_S:
+            return cached[1]
+        data = await store.load_model(session)
+        model = Model.from_json(data) if data else default_model()
+        self._model = (time.monotonic(), model)
+        return model
+
+    async def _score_candidates(self, session: AsyncSession, traits: Traits) -> list[_Candidate]:
+        """Stored customers whose traits may be this record's, best first (one per customer)."""
+        model = await self.model(session)
+        best: dict[str, _Candidate] = {}
+        for record in await store.trait_candidates(session, traits.blocking_keys()):
+            score, evidence = model.score(compare(traits, record.traits))
+            current = best.get(record.customer_id)
+            if current is None or score > current.score:
+                best[record.customer_id] = _Candidate(
+                    customer_id=record.customer_id,
+                    identifier_id=record.identifier_id,
+                    score=score,
+                    evidence=[
+                        {"field": f, "comparison": LEVEL_NAMES[level], "weight": round(w, 4)}
+                        for f, level, w in evidence
+                    ],
+                )
+        return sorted(best.values(), key=lambda c: (-c.score, c.customer_id))
 
     # --- resolve -------------------------------------------------------------------------
 
@@ -205,7 +249,9 @@ class Resolver:
         at = request.at
         rules = await self.rules(session)
         items = request.identifiers
-        await store.lock_values(session, [i.key for i in items])
+        traits = request.traits if request.traits and not request.traits.is_empty() else None
+        block_keys = traits.blocking_keys() if traits else []
+        await store.lock_values(session, [i.key for i in items], block_keys)
         found = await store.find_identifiers(session, [i.key for i in items])
         blocked = await store.blocked_keys(session, [i.key for i in items])
         decision = _Decision()
@@ -232,6 +278,12 @@ class Resolver:
         involved = {found[i.key].customer_id for i in usable if i.key in found}
         if target is not None:
             involved.add(target)
+        probable: list[_Candidate] = []
+        if traits and strong and target is None and not any(i.key in found for i in strong):
+            probable = await self._score_candidates(session, traits)
+        auto = probable[0] if probable and probable[0].score >= rules.auto_link_threshold else None
+        if auto is not None:
+            involved.add(auto.customer_id)
         customers = await store.lock_customers(session, involved)
         if involved - set(customers):
             if target is not None and target not in customers:
@@ -256,6 +308,8 @@ class Resolver:
         )
         if target is not None:
             known = [target, *[c for c in known if c != target]]
+        if auto is not None:
+            known = [auto.customer_id]
         outcome = Outcome.RESOLVE_OUTCOME_MATCHED
         merged_away: list[str] = []
         method = Method.LINK_METHOD_MANUAL if target else Method.LINK_METHOD_DETERMINISTIC
@@ -384,41 +438,23 @@ class Resolver:
                             actor=request.actor,
                         )
                     )
-            await store.move_all_identifiers(session, losers, survivor)
-            await store.mark_merged(session, losers, survivor, at)
             for row in found.values():
                 if row.customer_id in losers:
                     row.customer_id = survivor
-            merge_link_ids = await store.insert_links(session, survivor, merge_links, at)
-            link_ids_all += merge_link_ids
-            rule_id = merge_links[0].rule_id if merge_links else "shared_request"
-            entry_id = await store.add_log(
+            merge_link_ids, _ = await write_merge(
                 session,
-                store.LogEntry(
-                    action=Action.MERGE_LOG_ACTION_MERGED,
-                    customer_id=survivor,
-                    merged_customer_ids=losers,
-                    link_ids=merge_link_ids,
-                    identifiers=[_ref(i) for i in strong if i.key in found],
-                    rule_id=rule_id,
-                    method=method,
-                    channel=request.channel,
-                    actor=request.actor,
-                    reason=request.reason,
-                ),
-                at,
-            )
-            merged_event = ev.CustomerMergedEvent(
-                surviving_customer_id=survivor,
-                merged_customer_ids=losers,
-                merge_entry_id=entry_id,
+                survivor,
+                losers,
+                merge_links,
                 method=method,
-                rule_id=rule_id,
                 score=1.0,
-                channel=request.channel,  # type: ignore[arg-type]
+                identifiers=[_ref(i) for i in strong if i.key in found],
+                channel=request.channel,
+                actor=request.actor,
+                reason=request.reason,
+                at=at,
             )
-            merged_event.merge_time.FromDatetime(at)
-            await _event(session, "customer_merged", survivor, merged_event, survivor)
+            link_ids_all += merge_link_ids
             merged_away = losers
             outcome = Outcome.RESOLVE_OUTCOME_MERGED
         anchor = survivor
@@ -470,14 +506,25 @@ class Resolver:
                 found[row.key] = row
             hub = _pick_anchor(strong, found, [anchor], rules, exclude={r.key for r in rows})
             hub_id = found[hub.key].id if hub is not None else rows[0].id
+            link_method, link_rule, link_score = method, "seen_together", 1.0
+            evidence: list[dict[str, object]] = []
+            if created:
+                link_rule = "created_together"
+            if auto is not None and hub is None:
+                # Matched on traits: the new identifiers hang off the matched record's.
+                hub_id = auto.identifier_id
+                link_method = Method.LINK_METHOD_PROBABILISTIC
+                link_rule, link_score, evidence = PROBABILISTIC_RULE, auto.score, auto.evidence
             new_links = [
                 store.NewLink(
                     a_id=hub_id,
                     b_id=row.id,
-                    method=method,
-                    rule_id="seen_together" if not created else "created_together",
+                    method=link_method,
+                    rule_id=link_rule,
                     channel=request.channel,
                     actor=request.actor,
+                    score=link_score,
+                    evidence=evidence,
                 )
                 for row in rows
                 if row.id != hub_id
@@ -493,8 +540,9 @@ class Resolver:
                         customer_id=anchor,
                         link_ids=ids_written,
                         identifiers=linked_refs,
-                        rule_id="seen_together",
-                        method=method,
+                        rule_id=link_rule,
+                        method=link_method,
+                        score=link_score,
                         channel=request.channel,
                         actor=request.actor,
                         reason=request.reason,
@@ -505,8 +553,8 @@ class Resolver:
                     customer_id=anchor,
                     identifiers=linked_refs,
                     link_ids=ids_written,
-                    method=method,
-                    score=1.0,
+                    method=link_method,
+                    score=link_score,
                     channel=request.channel,  # type: ignore[arg-type]
                     became_known=became_known,
                 )
@@ -611,7 +659,26 @@ class Resolver:
             created_event.create_time.FromDatetime(at)
             await _event(session, "customer_created", anchor, created_event, anchor)
 
-        # 6. Co-occurrences of the request's values (shared-value detection), last seen.
+        # 6. Traits: review suggestions for a new customer; the record kept for matching.
+        probable_ids: list[str] = []
+        if created and probable:
+            for candidate in probable[:3]:
+                if candidate.score >= rules.review_threshold:
+                    probable_ids.append(
+                        await store.add_probable_match(
+                            session,
+                            anchor,
+                            candidate.customer_id,
+                            candidate.score,
+                            candidate.evidence,
+                        )
+                    )
+        if traits is not None:
+            holder = _pick_anchor(strong, found, [anchor], rules)
+            if holder is not None and not await store.has_traits(session, anchor, traits):
+                await store.add_traits(session, found[holder.key].id, traits)
+
+        # 7. Co-occurrences of the request's values (shared-value detection), last seen.
         if rules.shared_detection:
             present = [found[i.key] for i in strong if i.key in found]
             pairs = [(a.id, b.id, b.type) for a in present for b in present if a.type != b.type]
@@ -627,7 +694,8 @@ class Resolver:
             anonymous=bool(customer and customer.anonymous),
             merged_customer_ids=merged_away,
             rejected_identifiers=decision.rejections,
-            match_score=1.0,
+            probable_match_ids=probable_ids,
+            match_score=auto.score if auto is not None else 1.0,
         )
 
     async def _detect_shared(
@@ -672,6 +740,57 @@ class Resolver:
                     out.append(ident)
                     break
         return out
+
+
+async def write_merge(
+    session: AsyncSession,
+    survivor: str,
+    losers: Sequence[str],
+    links: Sequence[store.NewLink],
+    *,
+    method: int,
+    score: float,
+    identifiers: Sequence[res.IdentifierRef],
+    channel: int,
+    actor: str,
+    reason: str,
+    at: datetime,
+) -> tuple[list[str], str]:
+    """Merge ``losers`` (locked by the caller) into ``survivor``: identifiers move, the
+    losers become aliases, the links say why, the log and an event record it."""
+    await store.move_all_identifiers(session, losers, survivor)
+    await store.mark_merged(session, losers, survivor, at)
+    link_ids = await store.insert_links(session, survivor, links, at)
+    rule_id = links[0].rule_id if links else "shared_request"
+    entry_id = await store.add_log(
+        session,
+        store.LogEntry(
+            action=Action.MERGE_LOG_ACTION_MERGED,
+            customer_id=survivor,
+            merged_customer_ids=losers,
+            link_ids=link_ids,
+            identifiers=identifiers,
+            rule_id=rule_id,
+            method=method,
+            score=score,
+            channel=channel,
+            actor=actor,
+            reason=reason,
+        ),
+        at,
+    )
+    merged_event = ev.CustomerMergedEvent(
+        surviving_customer_id=survivor,
+        merged_customer_ids=losers,
+        merge_entry_id=entry_id,
+        method=method,  # type: ignore[arg-type]
+        rule_id=rule_id,
+        score=score,
+        channel=channel,  # type: ignore[arg-type]
+    )
+    merged_event.merge_time.FromDatetime(at)
+    await _event(session, "customer_merged", survivor, merged_event, survivor)
+    return link_ids, entry_id
 
 
 def _by_type(values: set[tuple[int, bytes]]) -> list[tuple[int, bytes]]:

@@ -2,16 +2,12 @@
 
 Protovalidate has already checked every request's shape (the runtime interceptor); this
 layer normalises identifiers (INVALID_ARGUMENT naming each bad one), calls the resolver,
-the repairs and the queries, and maps their results to messages. Probable-match review
-(ListProbableMatches, Accept/RejectProbableMatch) answers UNIMPLEMENTED until the
-probabilistic matcher lands.
-"""
+the repairs and the queries, and maps their results to messages."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import grpc
 from google.rpc import status_pb2
 
 from continuum.identity.v1 import identity_resources_pb2 as res
@@ -19,7 +15,8 @@ from continuum.identity.v1 import identity_service_pb2 as pb
 from continuum.identity.v1 import identity_service_pb2_grpc
 from continuum_identity import queries, store
 from continuum_identity.identifiers import IdentifierHasher
-from continuum_identity.repair import Repairs, root_of
+from continuum_identity.matching import Traits
+from continuum_identity.repair import Repairs, accept_match, reject_match, root_of
 from continuum_identity.resolver import Idem, ResolveInput, Resolver, now
 from continuum_identity.rules import check_rules, default_rules
 from continuum_runtime import idempotency
@@ -70,6 +67,7 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
             at=min(at, now()),
             lookup_only=item.lookup_only,
             actor=actor,
+            traits=traits_of(item.traits) if item.HasField("traits") else None,
         )
 
     async def ResolveIdentity(
@@ -342,31 +340,60 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
                 session, "DeleteBlockedValue", request, pb.DeleteBlockedValueResponse()
             )
 
-    # --- probable matches: the probabilistic matcher is the next step of issue #3 ---------
+    # --- probable matches ------------------------------------------------------------
 
     async def ListProbableMatches(
         self, request: pb.ListProbableMatchesRequest, context: Any
     ) -> pb.ListProbableMatchesResponse:
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED, "probabilistic matching is not built yet"
-        )
-        raise AssertionError  # abort raises
+        async with self.db.transaction() as session:
+            found, token = await queries.probable_matches(
+                session,
+                request.state,
+                request.customer_id,
+                request.min_score,
+                request.page_size,
+                request.page_token,
+            )
+        return pb.ListProbableMatchesResponse(probable_matches=found, next_page_token=token)
 
     async def AcceptProbableMatch(
         self, request: pb.AcceptProbableMatchRequest, context: Any
     ) -> pb.AcceptProbableMatchResponse:
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED, "probabilistic matching is not built yet"
-        )
-        raise AssertionError
+        async with self.db.transaction() as session:
+            kind = pb.AcceptProbableMatchResponse
+            earlier = await idempotency.begin(session, "AcceptProbableMatch", request, kind)
+            if earlier is not None:
+                return earlier
+            match, customer = await accept_match(
+                session, request.match_id, request.actor, request.reason
+            )
+            answer = kind(probable_match=queries.match_message(match), customer=customer)
+            return await idempotency.remember(session, "AcceptProbableMatch", request, answer)
 
     async def RejectProbableMatch(
         self, request: pb.RejectProbableMatchRequest, context: Any
     ) -> pb.RejectProbableMatchResponse:
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED, "probabilistic matching is not built yet"
-        )
-        raise AssertionError
+        async with self.db.transaction() as session:
+            kind = pb.RejectProbableMatchResponse
+            earlier = await idempotency.begin(session, "RejectProbableMatch", request, kind)
+            if earlier is not None:
+                return earlier
+            match = await reject_match(session, request.match_id, request.actor, request.reason)
+            answer = kind(probable_match=queries.match_message(match))
+            return await idempotency.remember(session, "RejectProbableMatch", request, answer)
+
+
+def traits_of(message: res.MatchTraits) -> Traits:
+    date = message.birth_date
+    birth = f"{date.year:04d}{date.month:02d}{date.day:02d}" if date.year and date.month else ""
+    return Traits.normalised(
+        given_name=message.given_name,
+        family_name=message.family_name,
+        birth_date=birth,
+        street=message.street_address,
+        locality=message.locality,
+        postal_code=message.postal_code,
+    )
 
 
 def _status(error: DomainError) -> status_pb2.Status:

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from continuum.identity.v1 import identity_resources_pb2 as res
 from continuum_identity.identifiers import NormalizedIdentifier
+from continuum_identity.matching import Traits
 
 ACTIVE, MERGED, FORGOTTEN = 1, 2, 3
 
@@ -141,8 +142,11 @@ def refs_from_json(data: Sequence[dict[str, Any]]) -> list[res.IdentifierRef]:
 # --- identifiers -------------------------------------------------------------------------
 
 
-async def lock_values(session: AsyncSession, keys: Iterable[tuple[int, bytes]]) -> None:
-    ordered = sorted({lock_key(t, h) for t, h in keys})
+async def lock_values(
+    session: AsyncSession, keys: Iterable[tuple[int, bytes]], extra: Iterable[int] = ()
+) -> None:
+    """Advisory locks on identifier values (and trait blocks), in one global key order."""
+    ordered = sorted({lock_key(t, h) for t, h in keys} | set(extra))
     if ordered:
         await session.execute(
             text(
@@ -821,3 +825,207 @@ async def save_rules(
 
 async def lock_rules(session: AsyncSession) -> None:
     await session.execute(text("SELECT pg_advisory_xact_lock(424242)"))
+
+
+# --- traits and probabilistic matching ---------------------------------------------------
+
+
+@dataclass
+class TraitCandidate:
+    record_id: int
+    identifier_id: int
+    customer_id: str
+    traits: Traits
+
+
+async def trait_candidates(
+    session: AsyncSession, keys: Sequence[int], limit: int = 500
+) -> list[TraitCandidate]:
+    """Stored trait records sharing a block with ``keys``, with their current customer."""
+    if not keys:
+        return []
+    rows = await session.execute(
+        text(
+            "SELECT r.id, r.identifier_id, i.customer_id, r.given_name, r.family_name, "
+            "r.birth_date, r.street, r.locality, r.postal_code FROM trait_records r "
+            "JOIN identifiers i ON i.id = r.identifier_id WHERE r.id IN "
+            "(SELECT DISTINCT record_id FROM trait_blocks WHERE key = ANY(:keys) LIMIT :limit)"
+        ),
+        {"keys": list(keys), "limit": limit},
+    )
+    return [TraitCandidate(r[0], r[1], r[2], Traits(*r[3:])) for r in rows]
+
+
+async def has_traits(session: AsyncSession, customer_id: str, traits: Traits) -> bool:
+    row = await session.execute(
+        text(
+            "SELECT 1 FROM trait_records r JOIN identifiers i ON i.id = r.identifier_id "
+            "WHERE i.customer_id = :cid AND r.given_name = :g AND r.family_name = :f "
+            "AND r.birth_date = :b AND r.street = :s AND r.locality = :l AND r.postal_code = :p "
+            "LIMIT 1"
+        ),
+        {"cid": customer_id, **_trait_params(traits)},
+    )
+    return row.first() is not None
+
+
+def _trait_params(traits: Traits) -> dict[str, str]:
+    return {
+        "g": traits.given_name,
+        "f": traits.family_name,
+        "b": traits.birth_date,
+        "s": traits.street,
+        "l": traits.locality,
+        "p": traits.postal_code,
+    }
+
+
+async def add_traits(session: AsyncSession, identifier_id: int, traits: Traits) -> int:
+    record_id = int(
+        (
+            await session.execute(
+                text(
+                    "INSERT INTO trait_records (identifier_id, given_name, family_name, "
+                    "birth_date, street, locality, postal_code) VALUES (:iid, :g, :f, :b, :s, "
+                    ":l, :p) RETURNING id"
+                ),
+                {"iid": identifier_id, **_trait_params(traits)},
+            )
+        ).scalar_one()
+    )
+    keys = traits.blocking_keys()
+    if keys:
+        await session.execute(
+            text(
+                "INSERT INTO trait_blocks (key, record_id) SELECT k, :rid FROM "
+                "unnest(CAST(:keys AS bigint[])) AS k ON CONFLICT DO NOTHING"
+            ),
+            {"rid": record_id, "keys": keys},
+        )
+    return record_id
+
+
+async def all_trait_records(session: AsyncSession) -> list[TraitCandidate]:
+    rows = await session.execute(
+        text(
+            "SELECT r.id, r.identifier_id, i.customer_id, r.given_name, r.family_name, "
+            "r.birth_date, r.street, r.locality, r.postal_code FROM trait_records r "
+            "JOIN identifiers i ON i.id = r.identifier_id ORDER BY r.id"
+        )
+    )
+    return [TraitCandidate(r[0], r[1], r[2], Traits(*r[3:])) for r in rows]
+
+
+async def block_members(session: AsyncSession, max_block: int) -> list[list[int]]:
+    """Record ids per block (blocks larger than ``max_block`` are sampled down)."""
+    rows = await session.execute(
+        text(
+            "SELECT key, (array_agg(record_id ORDER BY record_id))[1:CAST(:cap AS int)] "
+            "FROM trait_blocks GROUP BY key HAVING count(*) > 1"
+        ),
+        {"cap": max_block},
+    )
+    return [list(r[1]) for r in rows]
+
+
+async def load_model(session: AsyncSession) -> dict[str, Any] | None:
+    row = (await session.execute(text("SELECT model FROM match_model WHERE id = 1"))).first()
+    return dict(row[0]) if row is not None else None
+
+
+async def save_model(session: AsyncSession, model: dict[str, Any]) -> None:
+    await session.execute(
+        text(
+            "INSERT INTO match_model (id, model, fitted_at) VALUES (1, CAST(:m AS jsonb), now()) "
+            "ON CONFLICT (id) DO UPDATE SET model = EXCLUDED.model, fitted_at = now()"
+        ),
+        {"m": json.dumps(model)},
+    )
+
+
+_MATCH_COLS = (
+    "id, customer_id, candidate_customer_id, score, evidence, state, created_at, decided_at, "
+    "decided_by, decision_reason, seq"
+)
+
+
+@dataclass
+class MatchRow:
+    id: str
+    customer_id: str
+    candidate_customer_id: str
+    score: float
+    evidence: list[dict[str, Any]]
+    state: int
+    created_at: datetime
+    decided_at: datetime | None
+    decided_by: str
+    decision_reason: str
+    seq: int
+
+
+async def add_probable_match(
+    session: AsyncSession,
+    customer_id: str,
+    candidate: str,
+    score: float,
+    evidence: Sequence[dict[str, Any]],
+) -> str:
+    match_id = new_id("pm")
+    await session.execute(
+        text(
+            "INSERT INTO probable_matches (id, customer_id, candidate_customer_id, score, "
+            "evidence) VALUES (:id, :c, :k, :s, CAST(:e AS jsonb))"
+        ),
+        {
+            "id": match_id,
+            "c": customer_id,
+            "k": candidate,
+            "s": score,
+            "e": json.dumps(list(evidence)),
+        },
+    )
+    return match_id
+
+
+async def get_probable_match(
+    session: AsyncSession, match_id: str, *, lock: bool = False
+) -> MatchRow | None:
+    sql = f"SELECT {_MATCH_COLS} FROM probable_matches WHERE id = :id"
+    if lock:
+        sql += " FOR UPDATE"
+    row = (await session.execute(text(sql), {"id": match_id})).one_or_none()
+    return MatchRow(*row) if row is not None else None
+
+
+async def list_probable_matches(
+    session: AsyncSession,
+    *,
+    state: int,
+    customer_ids: Sequence[str],
+    min_score: float,
+    after_seq: int,
+    limit: int,
+) -> list[MatchRow]:
+    sql = f"SELECT {_MATCH_COLS} FROM probable_matches WHERE seq > :after AND score >= :min"
+    params: dict[str, Any] = {"after": after_seq, "min": min_score, "limit": limit}
+    if state:
+        sql += " AND state = :state"
+        params["state"] = state
+    if customer_ids:
+        sql += " AND (customer_id = ANY(:ids) OR candidate_customer_id = ANY(:ids))"
+        params["ids"] = list(customer_ids)
+    sql += " ORDER BY seq LIMIT :limit"
+    return [MatchRow(*r) for r in await session.execute(text(sql), params)]
+
+
+async def decide_probable_match(
+    session: AsyncSession, match_id: str, state: int, actor: str, reason: str
+) -> None:
+    await session.execute(
+        text(
+            "UPDATE probable_matches SET state = :state, decided_at = now(), decided_by = :a, "
+            "decision_reason = :r WHERE id = :id"
+        ),
+        {"id": match_id, "state": state, "a": actor, "r": reason},
+    )
