@@ -15,7 +15,7 @@ export UV_PROJECT_ENVIRONMENT := .venv
 PROTO_SOURCES := $(shell find proto tests/proto -name '*.proto' 2>/dev/null)
 PACKAGE_FILES := pyproject.toml uv.lock $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
 
-.PHONY: setup proto lint fmt typecheck buf test check run bench-floor clean
+.PHONY: setup proto lint fmt typecheck buf test check run bench-floor bench-identity clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -70,6 +70,11 @@ run: proto
 ## bench-floor: bare grpc.aio echo server and client in separate processes, concurrency 32
 bench-floor: setup
 	$(BIN)/python -m bench.floor
+
+## bench-identity: FEBRL4 link quality, probabilistic and deterministic resolve (1M customers)
+bench-identity: proto
+	$(UV) sync --locked --group bench --inexact --python $(PYTHON)
+	$(BIN)/python -m bench.identity $(BENCH_ARGS)
 
 clean:
 	rm -rf build .venv .tools libs/contracts/src/continuum libs/contracts/src/buf tests/_generated
