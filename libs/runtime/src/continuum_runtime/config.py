@@ -59,6 +59,10 @@ class DatabaseSettings(BaseModel):
     statement_timeout_ms: int = 5_000
     idle_in_transaction_timeout_ms: int = 10_000
     connect_timeout_s: float = 5.0
+    # Ping each pooled connection before use. Off by default: it costs a round trip per
+    # checkout, and a connection that died with the server fails its statement (the call
+    # gets UNAVAILABLE) and invalidates the pool, so the next call reconnects.
+    pre_ping: bool = False
 
 
 class EventSettings(BaseModel):

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -32,7 +33,7 @@ class Database:
             pool_size=cfg.pool_size,
             max_overflow=cfg.max_overflow,
             pool_timeout=cfg.pool_timeout_s,
-            pool_pre_ping=True,
+            pool_pre_ping=cfg.pre_ping,
             connect_args={
                 "timeout": cfg.connect_timeout_s,
                 "server_settings": {
@@ -50,6 +51,13 @@ class Database:
         """A session inside one transaction: committed on success, rolled back on error."""
         async with self.sessions() as session, session.begin():
             yield session
+
+    @asynccontextmanager
+    async def reader(self) -> AsyncIterator[AsyncConnection]:
+        """A connection in autocommit mode for single-statement reads on hot paths: no
+        BEGIN/COMMIT round trips. Each statement sees the latest committed data."""
+        async with self.engine.connect() as conn:
+            yield await conn.execution_options(isolation_level="AUTOCOMMIT")
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:

@@ -91,14 +91,28 @@ async def begin(
     ).one_or_none()
     if row is None:
         return None
-    if row.fingerprint != fingerprint(request):
+    return replay(request, request_id, row.fingerprint, row.response, response_type)
+
+
+def replay(
+    request: Message,
+    request_id: str,
+    stored_fingerprint: bytes,
+    stored_response: bytes,
+    response_type: type[M],
+) -> M:
+    """The stored answer, if it was stored for this same request (else REQUEST_ID_REUSED).
+
+    For callers that read the request log themselves (e.g. in one query with other reads).
+    """
+    if bytes(stored_fingerprint) != fingerprint(request):
         raise FailedPrecondition(
             "request_id was already used for a different request",
             reason="REQUEST_ID_REUSED",
             metadata={"request_id": request_id},
         )
     answer = response_type()
-    answer.ParseFromString(row.response)
+    answer.ParseFromString(bytes(stored_response))
     return answer
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from google.protobuf.message import Message
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from continuum.identity.v1 import identity_events_pb2 as ev
 from continuum.identity.v1 import identity_resources_pb2 as res
@@ -77,6 +77,12 @@ class Idem:
             session, self.method, self.request, svc.Resolution, self.request_id
         )
 
+    def replay(self, stored_fingerprint: bytes, stored_response: bytes) -> svc.Resolution:
+        request_id = self.request_id or str(getattr(self.request, "request_id", ""))
+        return idempotency.replay(
+            self.request, request_id, stored_fingerprint, stored_response, svc.Resolution
+        )
+
     async def remember(self, session: AsyncSession, answer: svc.Resolution) -> None:
         await idempotency.remember(session, self.method, self.request, answer, self.request_id)
 
@@ -130,7 +136,7 @@ class Resolver:
 
     # --- rules ---------------------------------------------------------------------------
 
-    async def rules(self, session: AsyncSession) -> Rules:
+    async def rules(self, session: AsyncSession | AsyncConnection) -> Rules:
         cached = self._rules
         if cached is not None and time.monotonic() - cached[0] < RULES_TTL_S:
             return cached[1]
@@ -176,22 +182,28 @@ class Resolver:
     async def resolve(self, request: ResolveInput, idem: Idem | None = None) -> svc.Resolution:
         keys = [i.key for i in request.identifiers]
         if request.target_customer_id is None:
-            async with self.db.transaction() as session:
-                if idem is not None and not request.lookup_only:
-                    earlier = await idem.earlier(session)
-                    if earlier is not None:
-                        return earlier
-                found = await store.find_identifiers(session, keys)
-                blocked = await store.blocked_keys(session, keys)
-                quick = await self._read_only(session, request, found, blocked)
+            # The hot path: one read, no transaction. Known identifiers of one customer, a
+            # lookup, or a replayed request id answer from here.
+            async with self.db.reader() as conn:
+                rows, earlier = await store.quick_lookup(
+                    conn,
+                    keys,
+                    idem.method if idem else "",
+                    (idem.request_id or str(getattr(idem.request, "request_id", "")))
+                    if idem
+                    else "",
+                )
+                if earlier is not None and idem is not None and not request.lookup_only:
+                    return idem.replay(*earlier)
+                quick = await self._read_only(conn, request, rows)
                 if quick is not None:
                     return quick
         for _ in range(5):
             async with self.db.transaction() as session:
                 if idem is not None:
-                    earlier = await idem.earlier(session)
-                    if earlier is not None:
-                        return earlier
+                    answer = await idem.earlier(session)
+                    if answer is not None:
+                        return answer
                 result = await self._resolve_locked(session, request)
                 if result is not None:
                     if idem is not None:
@@ -200,46 +212,38 @@ class Resolver:
         raise FailedPrecondition("identity graph kept changing; retry", reason="CONTENTION")
 
     async def _read_only(
-        self,
-        session: AsyncSession,
-        request: ResolveInput,
-        found: dict[tuple[int, bytes], store.IdentifierRow],
-        blocked: set[tuple[int, bytes]],
+        self, conn: AsyncConnection, request: ResolveInput, rows: list[store.QuickRow]
     ) -> svc.Resolution | None:
-        usable = [i for i in request.identifiers if i.key not in blocked]
+        by_key = {r.key: r for r in rows}
         decision = _Decision()
         for index, ident in enumerate(request.identifiers):
-            if ident.key in blocked:
+            if by_key[ident.key].blocked:
                 decision.reject(index, ident, Reason.IDENTIFIER_REJECTION_REASON_BLOCKED_VALUE)
+        usable = [by_key[i.key] for i in request.identifiers if not by_key[i.key].blocked]
         if request.lookup_only:
-            rules = await self.rules(session)
-            known = [found[i.key] for i in usable if i.key in found]
+            known = [r for r in usable if r.customer_id is not None]
             if not known:
                 return svc.Resolution(
                     outcome=Outcome.RESOLVE_OUTCOME_NOT_FOUND,
                     rejected_identifiers=decision.rejections,
                 )
-            best = max(known, key=lambda r: (rules.priority(r.type), -r.id))
-            customer = await store.get_customer(session, best.customer_id)
+            rules = await self.rules(conn)
+            best = max(known, key=lambda r: (rules.priority(r.key[0]), r.customer_id or ""))
             return svc.Resolution(
-                customer_id=best.customer_id,
+                customer_id=best.customer_id or "",
                 outcome=Outcome.RESOLVE_OUTCOME_MATCHED,
-                anonymous=bool(customer and customer.anonymous),
+                anonymous=best.anonymous,
                 rejected_identifiers=decision.rejections,
             )
-        if not usable or any(i.key not in found for i in usable):
+        if not usable or any(r.customer_id is None or not r.active for r in usable):
             return None
-        owners = {found[i.key].customer_id for i in usable}
+        owners = {r.customer_id for r in usable}
         if len(owners) != 1:
             return None
-        (owner,) = owners
-        customer = await store.get_customer(session, owner)
-        if customer is None or customer.state != store.ACTIVE:
-            return None
         return svc.Resolution(
-            customer_id=owner,
+            customer_id=usable[0].customer_id or "",
             outcome=Outcome.RESOLVE_OUTCOME_MATCHED,
-            anonymous=customer.anonymous,
+            anonymous=usable[0].anonymous,
             rejected_identifiers=decision.rejections,
         )
 

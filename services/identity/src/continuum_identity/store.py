@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from continuum.identity.v1 import identity_resources_pb2 as res
 from continuum_identity.identifiers import NormalizedIdentifier
@@ -171,6 +171,57 @@ async def find_identifiers(
     )
     found = [_ident(r) for r in rows]
     return {r.key: r for r in found}
+
+
+@dataclass
+class QuickRow:
+    key: tuple[int, bytes]
+    customer_id: str | None
+    active: bool
+    anonymous: bool
+    blocked: bool
+
+
+async def quick_lookup(
+    conn: AsyncConnection,
+    keys: Sequence[tuple[int, bytes]],
+    method: str,
+    request_id: str,
+) -> tuple[list[QuickRow], tuple[bytes, bytes] | None]:
+    """Everything the read-only resolve needs, in one round trip: each value's customer,
+    whether it is blocked, and the request log's entry for this request id."""
+    rows = (
+        await conn.execute(
+            text(
+                "SELECT q.type, q.hash, i.customer_id, c.state, c.anonymous, "
+                "EXISTS (SELECT 1 FROM blocked_values b WHERE b.type = q.type "
+                "AND b.value_hash = q.hash), l.fingerprint, l.response "
+                "FROM unnest(CAST(:types AS smallint[]), CAST(:hashes AS bytea[])) "
+                "AS q(type, hash) "
+                "LEFT JOIN identifiers i ON i.type = q.type AND i.value_hash = q.hash "
+                "LEFT JOIN customers c ON c.id = i.customer_id "
+                "LEFT JOIN request_log l ON l.method = :method AND l.request_id = :rid"
+            ),
+            {
+                "types": [k[0] for k in keys],
+                "hashes": [k[1] for k in keys],
+                "method": method,
+                "rid": request_id,
+            },
+        )
+    ).all()
+    earlier = (bytes(rows[0][6]), bytes(rows[0][7])) if rows and rows[0][6] is not None else None
+    out = [
+        QuickRow(
+            key=(r[0], bytes(r[1])),
+            customer_id=r[2],
+            active=r[3] == ACTIVE,
+            anonymous=bool(r[4]),
+            blocked=bool(r[5]),
+        )
+        for r in rows
+    ]
+    return out, earlier
 
 
 async def identifiers_of(
@@ -793,7 +844,7 @@ async def refusals_between(
 # --- merge rules -------------------------------------------------------------------------
 
 
-async def load_rules(session: AsyncSession) -> res.MergeRules | None:
+async def load_rules(session: AsyncSession | AsyncConnection) -> res.MergeRules | None:
     row = (
         await session.execute(
             text("SELECT rules, revision, updated_by, updated_at FROM merge_rules WHERE id = 1")
