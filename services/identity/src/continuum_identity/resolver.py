@@ -256,8 +256,7 @@ class Resolver:
         traits = request.traits if request.traits and not request.traits.is_empty() else None
         block_keys = traits.blocking_keys() if traits else []
         await store.lock_values(session, [i.key for i in items], block_keys)
-        found = await store.find_identifiers(session, [i.key for i in items])
-        blocked = await store.blocked_keys(session, [i.key for i in items])
+        found, blocked = await store.find_with_blocked(session, [i.key for i in items])
         decision = _Decision()
         index_of = {i.key: n for n, i in enumerate(items)}
         for ident in items:
@@ -408,9 +407,15 @@ class Resolver:
             if row.customer_id not in group and not (created and not strong):
                 group.append(row.customer_id)
 
+        # The oldest known customer keeps its id (other services key data on it); an
+        # anonymous one survives only when everyone in the group is anonymous.
         survivor = min(
             group,
-            key=lambda c: (customers[c].created_at, c) if c in customers else (at, c),
+            key=lambda c: (
+                (customers[c].anonymous, customers[c].created_at, c)
+                if c in customers
+                else (not strong, at, c)
+            ),
         )
         if survivor != anchor and target is not None:
             survivor = target  # a manual link keeps the operator's customer id
@@ -467,11 +472,16 @@ class Resolver:
         new_strong = [i for i in strong if i.key not in found]
         accepted: list[NormalizedIdentifier] = []
         if new_strong:
-            counts = await store.type_counts(session, [anchor])
+            # A customer made by this request has nothing yet to count.
+            counts = {} if created else await store.type_counts(session, [anchor])
             windowed: dict[int, int] = {}
             unique_types = [t for t, r in rules.by_type.items() if r.unique]
-            existing_unique = dict(
-                _by_type((await store.values_of_types(session, [anchor], unique_types))[anchor])
+            existing_unique = (
+                {}
+                if created
+                else dict(
+                    _by_type((await store.values_of_types(session, [anchor], unique_types))[anchor])
+                )
             )
             for ident in new_strong:
                 rule = rules.rule(ident.type)
@@ -679,7 +689,9 @@ class Resolver:
                     )
         if traits is not None:
             holder = _pick_anchor(strong, found, [anchor], rules)
-            if holder is not None and not await store.has_traits(session, anchor, traits):
+            if holder is not None and (
+                created or not await store.has_traits(session, anchor, traits)
+            ):
                 await store.add_traits(session, found[holder.key].id, traits)
 
         # 7. Co-occurrences of the request's values (shared-value detection), last seen.
@@ -687,15 +699,21 @@ class Resolver:
             present = [found[i.key] for i in strong if i.key in found]
             pairs = [(a.id, b.id, b.type) for a in present for b in present if a.type != b.type]
             await store.record_cooccurrences(session, pairs, at)
-        await store.touch_identifiers(
-            session, [found[i.key].id for i in usable if i.key in found], at
-        )
-        await store.touch_customer(session, anchor, at)
-        customer = await store.get_customer(session, anchor)
+        if not created:
+            await store.touch_identifiers(
+                session,
+                [found[i.key].id for i in usable if i.key in found and i not in accepted],
+                at,
+            )
+            await store.touch_customer(session, anchor, at)
+        if anchor in customers:
+            anonymous = customers[anchor].anonymous and not became_known
+        else:
+            anonymous = not strong
         return svc.Resolution(
             customer_id=anchor,
             outcome=outcome,
-            anonymous=bool(customer and customer.anonymous),
+            anonymous=anonymous,
             merged_customer_ids=merged_away,
             rejected_identifiers=decision.rejections,
             probable_match_ids=probable_ids,

@@ -224,6 +224,33 @@ async def quick_lookup(
     return out, earlier
 
 
+async def find_with_blocked(
+    session: AsyncSession, keys: Sequence[tuple[int, bytes]]
+) -> tuple[dict[tuple[int, bytes], IdentifierRow], set[tuple[int, bytes]]]:
+    """The stored rows of these values and which of them are blocked, in one round trip."""
+    if not keys:
+        return {}, set()
+    cols = ", ".join(f"i.{c.strip()}" for c in _IDENT_COLS.split(","))
+    rows = await session.execute(
+        text(
+            f"SELECT {cols}, q.type, q.hash, EXISTS (SELECT 1 FROM blocked_values b "
+            "WHERE b.type = q.type AND b.value_hash = q.hash) "
+            "FROM unnest(CAST(:types AS smallint[]), CAST(:hashes AS bytea[])) AS q(type, hash) "
+            "LEFT JOIN identifiers i ON i.type = q.type AND i.value_hash = q.hash"
+        ),
+        {"types": [k[0] for k in keys], "hashes": [k[1] for k in keys]},
+    )
+    found: dict[tuple[int, bytes], IdentifierRow] = {}
+    blocked: set[tuple[int, bytes]] = set()
+    for r in rows:
+        if r[0] is not None:
+            row = _ident(r[:10])
+            found[row.key] = row
+        if r[12]:
+            blocked.add((r[10], bytes(r[11])))
+    return found, blocked
+
+
 async def identifiers_of(
     session: AsyncSession,
     customer_ids: Sequence[str],
@@ -931,29 +958,17 @@ def _trait_params(traits: Traits) -> dict[str, str]:
     }
 
 
-async def add_traits(session: AsyncSession, identifier_id: int, traits: Traits) -> int:
-    record_id = int(
-        (
-            await session.execute(
-                text(
-                    "INSERT INTO trait_records (identifier_id, given_name, family_name, "
-                    "birth_date, street, locality, postal_code) VALUES (:iid, :g, :f, :b, :s, "
-                    ":l, :p) RETURNING id"
-                ),
-                {"iid": identifier_id, **_trait_params(traits)},
-            )
-        ).scalar_one()
+async def add_traits(session: AsyncSession, identifier_id: int, traits: Traits) -> None:
+    """Keep a trait record (and its blocking keys) under the identifier it came with."""
+    await session.execute(
+        text(
+            "WITH r AS (INSERT INTO trait_records (identifier_id, given_name, family_name, "
+            "birth_date, street, locality, postal_code) VALUES (:iid, :g, :f, :b, :s, :l, :p) "
+            "RETURNING id) INSERT INTO trait_blocks (key, record_id) "
+            "SELECT k, r.id FROM r, unnest(CAST(:keys AS bigint[])) AS k ON CONFLICT DO NOTHING"
+        ),
+        {"iid": identifier_id, "keys": traits.blocking_keys(), **_trait_params(traits)},
     )
-    keys = traits.blocking_keys()
-    if keys:
-        await session.execute(
-            text(
-                "INSERT INTO trait_blocks (key, record_id) SELECT k, :rid FROM "
-                "unnest(CAST(:keys AS bigint[])) AS k ON CONFLICT DO NOTHING"
-            ),
-            {"rid": record_id, "keys": keys},
-        )
-    return record_id
 
 
 async def all_trait_records(session: AsyncSession) -> list[TraitCandidate]:
