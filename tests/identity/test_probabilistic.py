@@ -65,6 +65,17 @@ async def test_a_record_with_the_same_person_s_traits_links_to_them(identity: Id
     assert linked.customer_id == first.customer_id
 
 
+async def test_traits_never_outvote_a_different_account_id(identity: Identity) -> None:
+    first = await resolve(
+        identity, idpb.Identifier(type=T.IDENTIFIER_TYPE_ACCOUNT_ID, value="acc-1"), traits=JANE
+    )
+    twin = await resolve(
+        identity, idpb.Identifier(type=T.IDENTIFIER_TYPE_ACCOUNT_ID, value="acc-2"), traits=JANE
+    )
+    assert twin.customer_id != first.customer_id
+    assert twin.outcome == pb.RESOLVE_OUTCOME_CREATED
+
+
 async def test_someone_else_with_a_common_name_is_a_new_customer(identity: Identity) -> None:
     first = await resolve(identity, loyalty("L-3003"), traits=JANE)
     other = traits("Jane", "Whitfield", (1991, 11, 23), "4 Ocean Road", "Manly", "2095")

@@ -312,7 +312,16 @@ class Resolver:
         if target is not None:
             known = [target, *[c for c in known if c != target]]
         if auto is not None:
-            known = [auto.customer_id]
+            # Traits never outvote identifiers: a candidate already holding another value
+            # of a unique type (a different account id) is someone else.
+            unique_types = [i.type for i in strong if rules.rule(i.type).unique]
+            held = (await store.values_of_types(session, [auto.customer_id], unique_types))[
+                auto.customer_id
+            ]
+            if any(i.type == t and i.key != (t, h) for i in strong for t, h in held):
+                auto = None
+            else:
+                known = [auto.customer_id]
         outcome = Outcome.RESOLVE_OUTCOME_MATCHED
         merged_away: list[str] = []
         method = Method.LINK_METHOD_MANUAL if target else Method.LINK_METHOD_DETERMINISTIC
