@@ -25,6 +25,7 @@ from grpc_reflection.v1alpha import reflection
 from continuum_runtime.auth import TokenVerifier
 from continuum_runtime.config import ServiceSettings, TLSSettings
 from continuum_runtime.interceptors import ServerInterceptor
+from continuum_runtime.tasks import raise_if_cancelling
 from continuum_runtime.telemetry import grpc_server_interceptor
 
 log = logging.getLogger(__name__)
@@ -203,6 +204,7 @@ async def _supervised(job: BackgroundTask) -> None:
         except asyncio.CancelledError:
             raise
         except Exception:
+            raise_if_cancelling()
             log.exception("background task %s crashed; restarting", job.__qualname__)
             await asyncio.sleep(1.0)
 

@@ -22,6 +22,7 @@ from continuum_runtime.config import EventSettings
 from continuum_runtime.db import Database
 from continuum_runtime.events.relay import stream_key
 from continuum_runtime.events.schema import processed_events_table
+from continuum_runtime.tasks import raise_if_cancelling
 from continuum_runtime.telemetry import extract_context
 
 log = logging.getLogger(__name__)
@@ -231,6 +232,7 @@ class EventConsumer:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                raise_if_cancelling()
                 log.warning(
                     "event consumer %s failed, retrying: %s", self._group, type(exc).__name__
                 )

@@ -12,6 +12,7 @@ from sqlalchemy import delete, func, select, text, update
 from continuum_runtime.config import EventSettings
 from continuum_runtime.db import Database
 from continuum_runtime.events.schema import outbox_table, processed_events_table
+from continuum_runtime.tasks import raise_if_cancelling
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,7 @@ class OutboxRelay:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                raise_if_cancelling()
                 log.warning("outbox relay failed, retrying: %s", type(exc).__name__)
                 published = 0
                 backoff = min(backoff * 2, 5.0)
