@@ -89,7 +89,7 @@ async def test_a_middling_match_waits_for_review_and_accepting_it_merges(
     identity: Identity,
 ) -> None:
     first = await resolve(identity, loyalty("L-5005"), traits=JANE)
-    unsure = traits("Olivia", "Whitfield", (1979, 6, 1), "12 Harbor Street", "Mosman Park", "2088")
+    unsure = traits("Olivia", "Whitfield", (1979, 6, 1), "14 Harbor Street", "Mosman", "2088")
     second = await resolve(identity, loyalty("L-6006"), traits=unsure)
     assert second.customer_id != first.customer_id
     (match_id,) = second.probable_match_ids
@@ -116,7 +116,7 @@ async def test_a_middling_match_waits_for_review_and_accepting_it_merges(
 
 async def test_a_rejected_suggestion_keeps_the_customers_apart(identity: Identity) -> None:
     first = await resolve(identity, loyalty("L-7007"), traits=JANE)
-    unsure = traits("Olivia", "Whitfield", (1979, 6, 1), "12 Harbor Street", "Mosman Park", "2088")
+    unsure = traits("Olivia", "Whitfield", (1979, 6, 1), "14 Harbor Street", "Mosman", "2088")
     second = await resolve(identity, loyalty("L-8008"), traits=unsure)
     (match_id,) = second.probable_match_ids
     rejected = await identity.stub.RejectProbableMatch(
@@ -190,4 +190,14 @@ def test_comparison_levels_tolerate_typos_and_swapped_day_and_month() -> None:
     assert levels[0] in (1, 2)  # a transposed given name is similar, not equal
     assert levels[1] == 2
     assert levels[2] == 1  # day and month swapped
-    assert levels[3:] == [MISSING, MISSING, MISSING]
+    assert levels[3:] == [MISSING, MISSING, MISSING, MISSING]
+
+
+def test_names_written_the_wrong_way_round_still_agree() -> None:
+    a = Traits.normalised(given_name="Robbie", family_name="Lowe", street="27 Woolnough Street")
+    b = Traits.normalised(given_name="Lowe", family_name="Robbie", street="27 Woolnough St")
+    levels = compare(a, b)
+    assert levels[:2] == [3, 3]
+    assert levels[3] == 1  # the same street number
+    other = Traits.normalised(given_name="Robbie", family_name="Lowe", street="5 Other Road")
+    assert compare(a, other)[3] == 0

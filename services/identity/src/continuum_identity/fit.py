@@ -15,7 +15,7 @@ import numpy as np
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from continuum_identity import store
-from continuum_identity.matching import Model, compare, fit_em
+from continuum_identity.matching import FIELDS, Model, compare, fit_em
 from continuum_identity.settings import IdentitySettings
 from continuum_runtime.db import Database
 from continuum_runtime.embedded import resolve_store_urls
@@ -38,7 +38,7 @@ async def fit_model(
             break
     vectors = np.array(
         [compare(records[a].traits, records[b].traits) for a, b in sorted(pairs)], dtype=np.int8
-    ).reshape(-1, 6)
+    ).reshape(-1, len(FIELDS))
     model = fit_em(vectors)
     await store.save_model(session, model.to_json())
     return model

@@ -27,6 +27,7 @@ FIELDS: tuple[tuple[str, int], ...] = (
     ("given_name", 4),
     ("family_name", 4),
     ("birth_date", 3),
+    ("street_number", 2),
     ("street", 3),
     ("locality", 3),
     ("postal_code", 3),
@@ -128,7 +129,32 @@ def _date_level(a: str, b: str) -> int:
 def _text_level(a: str, b: str) -> int:
     if a == b:
         return 2
-    return 1 if jellyfish.jaro_winkler_similarity(a, b) >= 0.85 else 0
+    if jellyfish.jaro_winkler_similarity(a, b) >= 0.85:
+        return 1
+    return 1 if _token_overlap(a, b) >= 0.6 else 0
+
+
+def _token_overlap(a: str, b: str) -> float:
+    """Share of the shorter side's words found (allowing one typo) in the other, any order."""
+    ta = [t for t in a.split() if not t.isdigit()]
+    tb = [t for t in b.split() if not t.isdigit()]
+    if not ta or not tb:
+        return 0.0
+    if len(ta) > len(tb):
+        ta, tb = tb, ta
+    hits = sum(
+        1 for t in ta if any(t == u or jellyfish.levenshtein_distance(t, u) <= 1 for u in tb)
+    )
+    return hits / len(ta)
+
+
+def _street_number(street: str) -> str:
+    first = street.split(" ", 1)[0] if street else ""
+    return first if first.isdigit() else ""
+
+
+def _exact_level(a: str, b: str) -> int:
+    return 1 if a == b else 0
 
 
 def _code_level(a: str, b: str) -> int:
@@ -141,18 +167,36 @@ _COMPARE = {
     "given_name": _name_level,
     "family_name": _name_level,
     "birth_date": _date_level,
+    "street_number": _exact_level,
     "street": _text_level,
     "locality": _text_level,
     "postal_code": _code_level,
 }
 
 
+def _value(traits: Traits, name: str) -> str:
+    if name == "street_number":
+        return _street_number(traits.street)
+    return str(getattr(traits, name))
+
+
 def compare(a: Traits, b: Traits) -> list[int]:
-    """The agreement level of each field (MISSING where either side is unknown)."""
+    """The agreement level of each field (MISSING where either side is unknown).
+
+    Given and family names written the wrong way round (a common form-filling slip) are
+    compared crosswise when that agrees better and one of them matches exactly.
+    """
     out: list[int] = []
     for name, _ in FIELDS:
-        x, y = getattr(a, name), getattr(b, name)
+        x, y = _value(a, name), _value(b, name)
         out.append(_COMPARE[name](x, y) if x and y else MISSING)
+    if a.given_name and a.family_name and b.given_name and b.family_name:
+        cross = (
+            _name_level(a.given_name, b.family_name),
+            _name_level(a.family_name, b.given_name),
+        )
+        if max(cross) == 3 and sum(cross) > out[0] + out[1]:
+            out[0], out[1] = cross
     return out
 
 
@@ -215,6 +259,7 @@ def default_model() -> Model:
         [0.02, 0.05, 0.13, 0.80],  # given name: disagree, similar, close, exact
         [0.02, 0.05, 0.13, 0.80],
         [0.05, 0.10, 0.85],  # birth date: disagree, one slip, exact
+        [0.15, 0.85],  # street number: disagree, equal
         [0.10, 0.20, 0.70],
         [0.05, 0.15, 0.80],
         [0.05, 0.10, 0.85],
@@ -223,6 +268,7 @@ def default_model() -> Model:
         [0.90, 0.06, 0.03, 0.01],
         [0.95, 0.03, 0.015, 0.005],
         [0.985, 0.01, 0.005],
+        [0.95, 0.05],
         [0.97, 0.025, 0.005],
         [0.90, 0.05, 0.05],
         [0.80, 0.15, 0.05],
