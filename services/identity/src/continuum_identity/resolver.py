@@ -9,12 +9,15 @@ concurrent resolves of the same identifiers converge on one customer.
 
 from __future__ import annotations
 
+import asyncio
+import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from google.protobuf.message import Message
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from continuum.identity.v1 import identity_events_pb2 as ev
@@ -26,7 +29,7 @@ from continuum_identity.matching import Model, Traits, compare, default_model
 from continuum_identity.rules import Rules, compile_rules, default_rules
 from continuum_runtime import idempotency
 from continuum_runtime.db import Database
-from continuum_runtime.errors import FailedPrecondition, NotFound
+from continuum_runtime.errors import Aborted, NotFound
 from continuum_runtime.events import add_event
 
 PRODUCER = "identity"
@@ -36,6 +39,7 @@ Method = res.LinkMethod
 Action = res.MergeLogAction
 NonMerge = res.NonMergeReason
 RULES_TTL_S = 2.0
+MAX_ATTEMPTS = 50
 
 
 @dataclass
@@ -198,18 +202,29 @@ class Resolver:
                 quick = await self._read_only(conn, request, rows)
                 if quick is not None:
                     return quick
-        for _ in range(5):
-            async with self.db.transaction() as session:
-                if idem is not None:
-                    answer = await idem.earlier(session)
-                    if answer is not None:
-                        return answer
-                result = await self._resolve_locked(session, request)
-                if result is not None:
+        # A customer this request touches can be merged away between the read and the
+        # lock; then the transaction ends and the request starts again on the new graph.
+        for attempt in range(MAX_ATTEMPTS):
+            try:
+                async with self.db.transaction() as session:
                     if idem is not None:
-                        await idem.remember(session, result)
-                    return result
-        raise FailedPrecondition("identity graph kept changing; retry", reason="CONTENTION")
+                        answer = await idem.earlier(session)
+                        if answer is not None:
+                            return answer
+                    result = await self._resolve_locked(session, request)
+                    if result is not None:
+                        if idem is not None:
+                            await idem.remember(session, result)
+                        return result
+            except DBAPIError as exc:
+                # PostgreSQL broke a lock cycle (it should not happen given the lock
+                # order, but a retry is the right answer if it does).
+                if "deadlock" not in str(exc.orig).lower():
+                    raise
+            await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # noqa: S311 - jitter
+        raise Aborted(
+            "the identity graph kept changing under this request; retry", reason="CONTENTION"
+        )
 
     async def _read_only(
         self, conn: AsyncConnection, request: ResolveInput, rows: list[store.QuickRow]
