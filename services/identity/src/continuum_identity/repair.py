@@ -20,7 +20,13 @@ from continuum.identity.v1 import identity_resources_pb2 as res
 from continuum_identity import graph, store
 from continuum_identity.identifiers import ACCOUNT_ID, DEVICE_ID
 from continuum_identity.resolver import Action, NonMerge, _event, now, write_merge
-from continuum_runtime.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from continuum_runtime.errors import (
+    Aborted,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+)
 
 
 async def root_of(session: AsyncSession, customer_id: str) -> store.CustomerRow:
@@ -45,7 +51,7 @@ async def locked_root(session: AsyncSession, customer_id: str) -> store.Customer
         locked = (await store.lock_customers(session, [root.id])).get(root.id)
         if locked is not None and locked.state == store.ACTIVE:
             return locked
-    raise FailedPrecondition("customer kept changing; retry", reason="CONTENTION")
+    raise Aborted("customer kept changing; retry", reason="CONTENTION")
 
 
 @dataclass
@@ -280,7 +286,7 @@ async def accept_match(
     b = await root_of(session, match.candidate_customer_id)
     locked = await store.lock_customers(session, [a.id, b.id])
     if set(locked) != {a.id, b.id}:
-        raise FailedPrecondition("customers changed; retry", reason="CONTENTION")
+        raise Aborted("customers changed; retry", reason="CONTENTION")
     if a.id == b.id:
         state = res.ProbableMatchState.PROBABLE_MATCH_STATE_OBSOLETE
         await store.decide_probable_match(session, match.id, state, actor, "already one customer")
