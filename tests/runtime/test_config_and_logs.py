@@ -13,7 +13,7 @@ from sqlalchemy import text
 from continuum_runtime.config import ServiceSettings
 from continuum_runtime.db import Database
 from continuum_runtime.embedded import asyncpg_url_from_libpq, resolve_store_urls, with_database
-from continuum_runtime.logs import JsonFormatter, redact
+from continuum_runtime.logs import JsonFormatter, RedactingFormatter, redact
 from continuum_runtime.testing import TestStores
 
 
@@ -89,3 +89,14 @@ def test_json_logs_carry_trace_id_and_no_raw_email(span_exporter) -> None:  # ty
     assert entry["trace_id"] == expected_trace
     assert "a@b.example" not in json.dumps(entry)
     assert entry["service"] == "cart"
+
+
+def test_human_log_lines_keep_their_timestamp_and_redact_the_message() -> None:
+    formatter = RedactingFormatter("%(asctime)s %(levelname)s [%(trace)s] %(message)s")
+    record = logging.LogRecord(
+        "cart", logging.INFO, __file__, 1, "call %s back", ("+44 20 7946 0958",), None
+    )
+    line = formatter.format(record)
+    assert "REDACTED" not in line.split(" INFO ")[0]  # the timestamp is left alone
+    assert "7946" not in line
+    assert line.endswith("call [REDACTED-PHONE] back")

@@ -61,8 +61,15 @@ class RedactingFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         span = trace.get_current_span().get_span_context()
-        record.trace = format(span.trace_id, "032x")[:12] if span.is_valid else "-"
-        return redact(super().format(record))
+        fields = dict(record.__dict__)
+        fields["trace"] = format(span.trace_id, "032x")[:12] if span.is_valid else "-"
+        # Redact what the code logged, not the line's own timestamp (which looks like a
+        # phone number to the redactor).
+        fields["msg"], fields["args"] = redact(record.getMessage()), None
+        return super().format(logging.makeLogRecord(fields))
+
+    def formatException(self, ei: Any) -> str:
+        return redact(super().formatException(ei))
 
 
 def configure_logging(service: str, level: str = "INFO", json_lines: bool = True) -> None:
