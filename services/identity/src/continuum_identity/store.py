@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -24,6 +26,7 @@ from continuum_identity.identifiers import NormalizedIdentifier
 from continuum_identity.matching import Traits
 
 ACTIVE, MERGED, FORGOTTEN = 1, 2, 3
+_tracer = trace.get_tracer(__name__)
 
 
 def new_id(prefix: str) -> str:
@@ -182,6 +185,17 @@ class QuickRow:
     blocked: bool
 
 
+_QUICK_SQL = (
+    "SELECT q.type, q.hash, i.customer_id, c.state, c.anonymous, "
+    "EXISTS (SELECT 1 FROM blocked_values b WHERE b.type = q.type AND b.value_hash = q.hash), "
+    "l.fingerprint, l.response "
+    "FROM unnest($1::smallint[], $2::bytea[]) AS q(type, hash) "
+    "LEFT JOIN identifiers i ON i.type = q.type AND i.value_hash = q.hash "
+    "LEFT JOIN customers c ON c.id = i.customer_id "
+    "LEFT JOIN request_log l ON l.method = $3 AND l.request_id = $4"
+)
+
+
 async def quick_lookup(
     conn: AsyncConnection,
     keys: Sequence[tuple[int, bytes]],
@@ -189,27 +203,19 @@ async def quick_lookup(
     request_id: str,
 ) -> tuple[list[QuickRow], tuple[bytes, bytes] | None]:
     """Everything the read-only resolve needs, in one round trip: each value's customer,
-    whether it is blocked, and the request log's entry for this request id."""
-    rows = (
-        await conn.execute(
-            text(
-                "SELECT q.type, q.hash, i.customer_id, c.state, c.anonymous, "
-                "EXISTS (SELECT 1 FROM blocked_values b WHERE b.type = q.type "
-                "AND b.value_hash = q.hash), l.fingerprint, l.response "
-                "FROM unnest(CAST(:types AS smallint[]), CAST(:hashes AS bytea[])) "
-                "AS q(type, hash) "
-                "LEFT JOIN identifiers i ON i.type = q.type AND i.value_hash = q.hash "
-                "LEFT JOIN customers c ON c.id = i.customer_id "
-                "LEFT JOIN request_log l ON l.method = :method AND l.request_id = :rid"
-            ),
-            {
-                "types": [k[0] for k in keys],
-                "hashes": [k[1] for k in keys],
-                "method": method,
-                "rid": request_id,
-            },
+    whether it is blocked, and the request log's entry for this request id.
+
+    The hottest statement of the service runs on the pooled connection's asyncpg driver
+    directly (a third of SQLAlchemy's per-statement cost), inside a span of its own.
+    """
+    raw = await conn.get_raw_connection()
+    driver: Any = raw.driver_connection
+    with _tracer.start_as_current_span(
+        "SELECT identity.quick_lookup", kind=SpanKind.CLIENT, attributes={"db.system": "postgresql"}
+    ):
+        rows = await driver.fetch(
+            _QUICK_SQL, [k[0] for k in keys], [k[1] for k in keys], method, request_id
         )
-    ).all()
     earlier = (bytes(rows[0][6]), bytes(rows[0][7])) if rows and rows[0][6] is not None else None
     out = [
         QuickRow(
