@@ -144,6 +144,10 @@ async def test_forget_erases_identifiers_and_tells_every_service(identity: Ident
     one = await resolve(identity, email("gone@example.com"), device("gone-dev"))
     two = await resolve(identity, phone("+12025550170"))
     await resolve(identity, email("gone@example.com"), phone("+12025550170"))
+    # A refusal that names the customer's identifiers (two account ids never merge).
+    await resolve(identity, email("gone@example.com"), account("gone-acct"))
+    await resolve(identity, email("stays@example.com"), account("other-acct"))
+    await resolve(identity, email("gone@example.com"), email("stays@example.com"))
     forgotten = await identity.stub.ForgetCustomer(
         pb.ForgetCustomerRequest(
             request_id="forget-1", customer_id=two.customer_id, actor="dpo", reason="erasure"
@@ -152,12 +156,21 @@ async def test_forget_erases_identifiers_and_tells_every_service(identity: Ident
     )
     assert forgotten.customer_id == one.customer_id
     assert list(forgotten.alias_customer_ids) == [two.customer_id]
-    assert forgotten.removed_identifier_count == 3
+    assert forgotten.removed_identifier_count == 4
     for cid in (one.customer_id, two.customer_id):
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await get_customer(identity, cid)
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
-    assert await rows(identity, "SELECT id FROM identifiers") == []
+    gone = f"'{one.customer_id}'"
+    assert len(await rows(identity, "SELECT id FROM identifiers")) == 2  # the other customer's
+    assert await rows(identity, f"SELECT id FROM identifiers WHERE customer_id = {gone}") == []
+    masked = await rows(
+        identity,
+        f"SELECT identifiers::text FROM merge_log WHERE {gone} = ANY(subjects) "
+        f"UNION ALL SELECT identifiers::text FROM refusals WHERE {gone} IN (customer_a, customer_b)",
+    )
+    assert len(masked) >= 4
+    assert {r[0] for r in masked} == {"[]"}
     (envelope,) = await events(identity, "identity.customer_forgotten")
     payload = ev.CustomerForgottenEvent()
     assert envelope.payload.Unpack(payload)

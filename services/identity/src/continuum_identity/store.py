@@ -727,9 +727,24 @@ async def history(
 
 
 async def erase_log_identifiers(session: AsyncSession, customer_ids: Sequence[str]) -> None:
+    """Forget: the masked values and hashes in the merge log, refusals and evidence go too."""
+    ids = {"ids": list(customer_ids)}
     await session.execute(
-        text("UPDATE merge_log SET identifiers = '[]' WHERE subjects && CAST(:ids AS text[])"),
-        {"ids": list(customer_ids)},
+        text("UPDATE merge_log SET identifiers = '[]' WHERE subjects && CAST(:ids AS text[])"), ids
+    )
+    await session.execute(
+        text(
+            "UPDATE refusals SET identifiers = '[]' "
+            "WHERE customer_a = ANY(:ids) OR customer_b = ANY(:ids)"
+        ),
+        ids,
+    )
+    await session.execute(
+        text(
+            "UPDATE probable_matches SET evidence = '[]' "
+            "WHERE customer_id = ANY(:ids) OR candidate_customer_id = ANY(:ids)"
+        ),
+        ids,
     )
 
 
