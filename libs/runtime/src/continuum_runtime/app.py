@@ -42,14 +42,19 @@ class ServiceContext:
         await self.db.dispose()
 
 
-async def open_context(settings: ServiceSettings, migrations: Path) -> ServiceContext:
-    """Connect to (or start) the stores and bring the database schema up to date."""
-    urls = await resolve_store_urls(
+async def store_urls(settings: ServiceSettings) -> StoreURLs:
+    """The service's database and Redis: configured, or from the embedded stack."""
+    return await resolve_store_urls(
         settings.service_name,
         settings.database_url.get_secret_value(),
         settings.redis_url.get_secret_value(),
         settings.data_dir,
     )
+
+
+async def open_context(settings: ServiceSettings, migrations: Path) -> ServiceContext:
+    """Connect to (or start) the stores and bring the database schema up to date."""
+    urls = await store_urls(settings)
     db = Database(urls.database_url, settings.db)
     if settings.run_migrations:
         await upgrade(db.engine, migrations)

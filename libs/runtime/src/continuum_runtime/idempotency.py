@@ -12,6 +12,7 @@ the change, so a rolled-back change leaves no answer behind.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from google.protobuf.message import Message
@@ -29,6 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from continuum_runtime.db import Database
 from continuum_runtime.errors import FailedPrecondition
 from continuum_runtime.events.schema import metadata
 
@@ -137,3 +139,19 @@ async def remember(
         .on_conflict_do_nothing()
     )
     return response
+
+
+async def run_once(
+    db: Database,
+    method: str,
+    request: Message,
+    response_type: type[M],
+    work: Callable[[AsyncSession], Awaitable[M]],
+) -> M:
+    """Run ``work`` in one transaction, at most once per request_id: a replay gets the
+    stored answer, a concurrent duplicate waits for the first and then gets its answer."""
+    async with db.transaction() as session:
+        earlier = await begin(session, method, request, response_type)
+        if earlier is not None:
+            return earlier
+        return await remember(session, method, request, await work(session))

@@ -17,8 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from continuum_identity import store
 from continuum_identity.matching import FIELDS, Model, compare, fit_em
 from continuum_identity.settings import IdentitySettings
+from continuum_runtime.app import store_urls
 from continuum_runtime.db import Database
-from continuum_runtime.embedded import resolve_store_urls
 
 log = logging.getLogger(__name__)
 
@@ -40,18 +40,14 @@ async def fit_model(
         [compare(records[a].traits, records[b].traits) for a, b in sorted(pairs)], dtype=np.int8
     ).reshape(-1, len(FIELDS))
     model = fit_em(vectors)
-    await store.save_model(session, model.to_json())
+    if model.fitted_pairs:  # nothing to learn from yet: keep the model in use
+        await store.save_model(session, model.to_json())
     return model
 
 
 async def _main() -> None:
     settings = IdentitySettings()
-    urls = await resolve_store_urls(
-        settings.service_name,
-        settings.database_url.get_secret_value(),
-        settings.redis_url.get_secret_value(),
-        settings.data_dir,
-    )
+    urls = await store_urls(settings)
     db = Database(urls.database_url, settings.db)
     try:
         async with db.transaction() as session:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from google.rpc import status_pb2
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from continuum.identity.v1 import identity_resources_pb2 as res
 from continuum.identity.v1 import identity_service_pb2 as pb
@@ -182,50 +183,48 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
     async def UnmergeCustomer(
         self, request: pb.UnmergeCustomerRequest, context: Any
     ) -> pb.UnmergeCustomerResponse:
-        async with self.db.transaction() as session:
-            kind = pb.UnmergeCustomerResponse
-            earlier = await idempotency.begin(session, "UnmergeCustomer", request, kind)
-            if earlier is not None:
-                return earlier
+        async def work(session: AsyncSession) -> pb.UnmergeCustomerResponse:
             customers, entry = await self.repairs.unmerge(
                 session, request.customer_id, request.merge_entry_id, request.actor, request.reason
             )
-            answer = kind(customers=customers, entry=queries.log_message(entry))
-            return await idempotency.remember(session, "UnmergeCustomer", request, answer)
+            return pb.UnmergeCustomerResponse(customers=customers, entry=queries.log_message(entry))
+
+        return await idempotency.run_once(
+            self.db, "UnmergeCustomer", request, pb.UnmergeCustomerResponse, work
+        )
 
     async def SplitCustomer(
         self, request: pb.SplitCustomerRequest, context: Any
     ) -> pb.SplitCustomerResponse:
-        async with self.db.transaction() as session:
-            kind = pb.SplitCustomerResponse
-            earlier = await idempotency.begin(session, "SplitCustomer", request, kind)
-            if earlier is not None:
-                return earlier
+        async def work(session: AsyncSession) -> pb.SplitCustomerResponse:
             customers, entry = await self.repairs.split(
                 session, request.customer_id, list(request.link_ids), request.actor, request.reason
             )
-            answer = kind(customers=customers, entry=queries.log_message(entry))
-            return await idempotency.remember(session, "SplitCustomer", request, answer)
+            return pb.SplitCustomerResponse(customers=customers, entry=queries.log_message(entry))
+
+        return await idempotency.run_once(
+            self.db, "SplitCustomer", request, pb.SplitCustomerResponse, work
+        )
 
     async def ForgetCustomer(
         self, request: pb.ForgetCustomerRequest, context: Any
     ) -> pb.ForgetCustomerResponse:
-        async with self.db.transaction() as session:
-            kind = pb.ForgetCustomerResponse
-            earlier = await idempotency.begin(session, "ForgetCustomer", request, kind)
-            if earlier is not None:
-                return earlier
+        async def work(session: AsyncSession) -> pb.ForgetCustomerResponse:
             forgotten = await self.repairs.forget(
                 session, request.customer_id, request.actor, request.reason
             )
-            answer = kind(
+            answer = pb.ForgetCustomerResponse(
                 customer_id=forgotten.customer_id,
                 alias_customer_ids=forgotten.aliases,
                 removed_identifier_count=forgotten.identifiers,
                 removed_link_count=forgotten.links,
             )
             answer.forget_time.FromDatetime(forgotten.at)
-            return await idempotency.remember(session, "ForgetCustomer", request, answer)
+            return answer
+
+        return await idempotency.run_once(
+            self.db, "ForgetCustomer", request, pb.ForgetCustomerResponse, work
+        )
 
     # --- merge rules and blocked values ---------------------------------------------------
 
@@ -246,12 +245,8 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
                 violations=[FieldViolation("update_mask.paths", f"unknown path {p!r}") for p in bad]
                 or [FieldViolation("update_mask.paths", "must name at least one path")],
             )
-        async with self.db.transaction() as session:
-            earlier = await idempotency.begin(
-                session, "UpdateMergeRules", request, pb.UpdateMergeRulesResponse
-            )
-            if earlier is not None:
-                return earlier
+
+        async def work(session: AsyncSession) -> pb.UpdateMergeRulesResponse:
             await store.lock_rules(session)
             current = await store.load_rules(session) or default_rules()
             if request.expected_revision and request.expected_revision != current.revision:
@@ -280,8 +275,11 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
             saved = await store.load_rules(session)
             assert saved is not None
             self.resolver.forget_cached_rules()
-            answer = pb.UpdateMergeRulesResponse(merge_rules=saved)
-            return await idempotency.remember(session, "UpdateMergeRules", request, answer)
+            return pb.UpdateMergeRulesResponse(merge_rules=saved)
+
+        return await idempotency.run_once(
+            self.db, "UpdateMergeRules", request, pb.UpdateMergeRulesResponse, work
+        )
 
     async def ListBlockedValues(
         self, request: pb.ListBlockedValuesRequest, context: Any
@@ -307,12 +305,8 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
         self, request: pb.CreateBlockedValueRequest, context: Any
     ) -> pb.CreateBlockedValueResponse:
         (ident,) = self.hasher.normalize_all([request.identifier], "identifier")
-        async with self.db.transaction() as session:
-            earlier = await idempotency.begin(
-                session, "CreateBlockedValue", request, pb.CreateBlockedValueResponse
-            )
-            if earlier is not None:
-                return earlier
+
+        async def work(session: AsyncSession) -> pb.CreateBlockedValueResponse:
             row = await store.add_blocked(
                 session,
                 id_type=ident.type,
@@ -322,23 +316,23 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
                 reason=request.reason,
                 actor=request.actor,
             )
-            answer = pb.CreateBlockedValueResponse(blocked_value=queries.blocked_message(row))
-            return await idempotency.remember(session, "CreateBlockedValue", request, answer)
+            return pb.CreateBlockedValueResponse(blocked_value=queries.blocked_message(row))
+
+        return await idempotency.run_once(
+            self.db, "CreateBlockedValue", request, pb.CreateBlockedValueResponse, work
+        )
 
     async def DeleteBlockedValue(
         self, request: pb.DeleteBlockedValueRequest, context: Any
     ) -> pb.DeleteBlockedValueResponse:
-        async with self.db.transaction() as session:
-            earlier = await idempotency.begin(
-                session, "DeleteBlockedValue", request, pb.DeleteBlockedValueResponse
-            )
-            if earlier is not None:
-                return earlier
+        async def work(session: AsyncSession) -> pb.DeleteBlockedValueResponse:
             if not await store.delete_blocked(session, request.blocked_value_id):
                 raise NotFound("no such blocked value", reason="BLOCKED_VALUE_NOT_FOUND")
-            return await idempotency.remember(
-                session, "DeleteBlockedValue", request, pb.DeleteBlockedValueResponse()
-            )
+            return pb.DeleteBlockedValueResponse()
+
+        return await idempotency.run_once(
+            self.db, "DeleteBlockedValue", request, pb.DeleteBlockedValueResponse, work
+        )
 
     # --- probable matches ------------------------------------------------------------
 
@@ -359,28 +353,28 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
     async def AcceptProbableMatch(
         self, request: pb.AcceptProbableMatchRequest, context: Any
     ) -> pb.AcceptProbableMatchResponse:
-        async with self.db.transaction() as session:
-            kind = pb.AcceptProbableMatchResponse
-            earlier = await idempotency.begin(session, "AcceptProbableMatch", request, kind)
-            if earlier is not None:
-                return earlier
+        async def work(session: AsyncSession) -> pb.AcceptProbableMatchResponse:
             match, customer = await accept_match(
                 session, request.match_id, request.actor, request.reason
             )
-            answer = kind(probable_match=queries.match_message(match), customer=customer)
-            return await idempotency.remember(session, "AcceptProbableMatch", request, answer)
+            return pb.AcceptProbableMatchResponse(
+                probable_match=queries.match_message(match), customer=customer
+            )
+
+        return await idempotency.run_once(
+            self.db, "AcceptProbableMatch", request, pb.AcceptProbableMatchResponse, work
+        )
 
     async def RejectProbableMatch(
         self, request: pb.RejectProbableMatchRequest, context: Any
     ) -> pb.RejectProbableMatchResponse:
-        async with self.db.transaction() as session:
-            kind = pb.RejectProbableMatchResponse
-            earlier = await idempotency.begin(session, "RejectProbableMatch", request, kind)
-            if earlier is not None:
-                return earlier
+        async def work(session: AsyncSession) -> pb.RejectProbableMatchResponse:
             match = await reject_match(session, request.match_id, request.actor, request.reason)
-            answer = kind(probable_match=queries.match_message(match))
-            return await idempotency.remember(session, "RejectProbableMatch", request, answer)
+            return pb.RejectProbableMatchResponse(probable_match=queries.match_message(match))
+
+        return await idempotency.run_once(
+            self.db, "RejectProbableMatch", request, pb.RejectProbableMatchResponse, work
+        )
 
 
 def traits_of(message: res.MatchTraits) -> Traits:
