@@ -110,6 +110,8 @@ class ServiceSettings(BaseSettings):
     max_concurrent_rpcs: int = 1_000
     # SIGTERM: how long in-flight calls may run before they are cancelled.
     drain_grace_s: float = 20.0
+    # SIGTERM: how long health says NOT_SERVING before the server stops taking calls.
+    drain_notice_s: float = 0.2
     # Seconds between dependency health checks.
     health_interval_s: float = 2.0
 

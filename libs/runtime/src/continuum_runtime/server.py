@@ -162,6 +162,9 @@ class ServiceServer:
             return
         self._draining = True
         await self.health.enter_graceful_shutdown()
+        # Let health watchers (load balancers, kubelet) see NOT_SERVING before the
+        # listener closes and new calls are refused.
+        await asyncio.sleep(self.settings.drain_notice_s)
         grace = self.settings.drain_grace_s if grace_s is None else grace_s
         log.info("draining", extra={"grace_s": grace})
         await self._server.stop(grace)
