@@ -100,3 +100,23 @@ def test_human_log_lines_keep_their_timestamp_and_redact_the_message() -> None:
     assert "REDACTED" not in line.split(" INFO ")[0]  # the timestamp is left alone
     assert "7946" not in line
     assert line.endswith("call [REDACTED-PHONE] back")
+
+
+async def test_a_remembered_token_still_expires() -> None:
+    import asyncio
+
+    from pydantic import SecretStr
+
+    from continuum_runtime.auth import PrincipalKind, TokenVerifier, issue_token
+    from continuum_runtime.config import AuthSettings
+    from continuum_runtime.errors import Unauthenticated
+
+    settings = AuthSettings(token_key=SecretStr("k" * 64), leeway_s=0)
+    verifier = TokenVerifier(settings)
+    token = issue_token(settings, subject="app", kind=PrincipalKind.CHANNEL_APP, ttl_s=3)
+    assert verifier.verify(token).subject == "app"
+    assert verifier.verify(token).subject == "app"  # from the cache
+    await asyncio.sleep(3.2)  # exp is whole seconds: at most 3 s after issue
+    with pytest.raises(Unauthenticated) as caught:
+        verifier.verify(token)
+    assert caught.value.reason == "TOKEN_EXPIRED"

@@ -81,6 +81,7 @@ class TokenVerifier:
 
     def __init__(self, settings: AuthSettings) -> None:
         self._settings = settings
+        self._cache: dict[str, tuple[Principal, float]] = {}
         if settings.public_key:
             self._key: Any = settings.public_key
             self._algorithms = [a for a in settings.algorithms if not a.startswith("HS")] or [
@@ -94,7 +95,27 @@ class TokenVerifier:
             self._key = secret
             self._algorithms = [a for a in settings.algorithms if a.startswith("HS")] or ["HS256"]
 
+    CACHE_SIZE = 4096
+
     def verify(self, token: str) -> Principal:
+        """The token's principal; UNAUTHENTICATED if it is forged, malformed or expired.
+
+        A verified token is remembered until its expiry (plus leeway), so a caller that
+        sends the same token on every call pays for the signature check once.
+        """
+        cached = self._cache.get(token)
+        if cached is not None:
+            principal, expires = cached
+            if time.time() < expires:
+                return principal
+            del self._cache[token]
+        principal, expires = self._verify(token)
+        if len(self._cache) >= self.CACHE_SIZE:
+            self._cache.pop(next(iter(self._cache)))
+        self._cache[token] = (principal, expires)
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, float]:
         try:
             claims = jwt.decode(
                 token,
@@ -117,12 +138,13 @@ class TokenVerifier:
         scope = claims.get("scope", "")
         if not isinstance(stores, list) or not isinstance(scope, str):
             raise Unauthenticated("token claims malformed", reason="TOKEN_INVALID")
-        return Principal(
+        principal = Principal(
             subject=str(claims["sub"]),
             kind=kind,
             stores=frozenset(str(s) for s in stores),
             scopes=frozenset(scope.split()),
         )
+        return principal, float(claims["exp"]) + self._settings.leeway_s
 
 
 def issue_token(
