@@ -134,6 +134,7 @@ class ServerInterceptor(_InterceptorBase):
         self._default_deadline_s = default_deadline_s
         self._public = tuple(public_prefixes)
         self._unvalidated_streams = frozenset(unvalidated_stream_methods)
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
     async def intercept_service(
         self,
@@ -144,25 +145,29 @@ class ServerInterceptor(_InterceptorBase):
         method = handler_call_details.method
         if handler is None or method.startswith(self._public):
             return handler
-        principal: Principal | None = None
-        auth_error: DomainError | None = None
-        if self._verifier is not None:
-            try:
-                principal = self._verifier.verify(_bearer(handler_call_details))
-            except DomainError as exc:
-                auth_error = exc
-        return _wrap(
+        # One wrapped handler per method: the caller is authenticated inside it, from the
+        # call's own metadata, so nothing per call is built here.
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = _wrap(
             handler,
             method=method,
-            principal=principal,
-            auth_error=auth_error,
+            authenticate=self._authenticate,
             default_deadline_s=self._default_deadline_s,
             validate_stream=method not in self._unvalidated_streams,
         )
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _authenticate(self, context: grpc.aio.ServicerContext[Any, Any]) -> Principal | None:
+        if self._verifier is None:
+            return None
+        return self._verifier.verify(_bearer(context.invocation_metadata()))
 
 
-def _bearer(details: grpc.HandlerCallDetails) -> str:
-    for key, value in details.invocation_metadata or ():
+def _bearer(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
+    for key, value in metadata or ():
         if key == "authorization":
             text = value.decode() if isinstance(value, bytes) else value
             scheme, _, token = text.partition(" ")
@@ -198,8 +203,7 @@ def _wrap(
     handler: Handler,
     *,
     method: str,
-    principal: Principal | None,
-    auth_error: DomainError | None,
+    authenticate: Callable[[grpc.aio.ServicerContext[Any, Any]], Principal | None],
     default_deadline_s: float,
     validate_stream: bool,
 ) -> Handler:
@@ -220,12 +224,11 @@ def _wrap(
         unary_unary = cast(Callable[[Any, Any], Awaitable[Any]], handler.unary_unary)
 
         async def uu(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            set_principal(principal)  # each RPC runs in its own task: no reset needed
             timeout = deadline_for(context)
             deadline_token = set_deadline(timeout)
             try:
-                if auth_error is not None:
-                    raise auth_error
+                # Each RPC runs in its own task: the principal needs no reset.
+                set_principal(authenticate(context))
                 _check_request(request)
                 async with asyncio.timeout(timeout):
                     return await unary_unary(request, context)
@@ -247,12 +250,11 @@ def _wrap(
         async def su(
             requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
         ) -> Any:
-            set_principal(principal)
             timeout = deadline_for(context)
             deadline_token = set_deadline(timeout)
             try:
-                if auth_error is not None:
-                    raise auth_error
+                # Each RPC runs in its own task: the principal needs no reset.
+                set_principal(authenticate(context))
                 async with asyncio.timeout(timeout):
                     return await stream_unary(checked_stream(requests), context)
             except grpc.aio.AbortError:
@@ -273,14 +275,13 @@ def _wrap(
         async def us(
             request: Any, context: grpc.aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
-            set_principal(principal)
             # Streams (feeds, subscriptions) live as long as the caller wants; only the
             # caller's own deadline bounds them, but outbound calls still get one.
             remaining = context.time_remaining()
             deadline_token = set_deadline(default_deadline_s if remaining is None else remaining)
             try:
-                if auth_error is not None:
-                    raise auth_error
+                # Each RPC runs in its own task: the principal needs no reset.
+                set_principal(authenticate(context))
                 _check_request(request)
                 async for response in unary_stream(request, context):
                     yield response
@@ -300,12 +301,10 @@ def _wrap(
     async def ss(
         requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Any]:
-        set_principal(principal)
         remaining = context.time_remaining()
         deadline_token = set_deadline(default_deadline_s if remaining is None else remaining)
         try:
-            if auth_error is not None:
-                raise auth_error
+            set_principal(authenticate(context))
             async for response in stream_stream(checked_stream(requests), context):
                 yield response
         except grpc.aio.AbortError:
