@@ -75,9 +75,6 @@ class Traits:
     def is_empty(self) -> bool:
         return not any(getattr(self, name) for name, _ in FIELDS)
 
-    def as_tuple(self) -> tuple[str, ...]:
-        return tuple(getattr(self, name) for name, _ in FIELDS)
-
     def blocking_keys(self) -> list[int]:
         """Keys of the blocks this record belongs to (hashed, so no trait sits in an index).
 

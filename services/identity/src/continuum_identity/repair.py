@@ -5,6 +5,9 @@ the entry that removed them), recomputes the customer's connected components, an
 each component a customer id: the component holding the customer's own identifiers keeps
 its id, a component of a merged-away customer gets that id back, anything else gets a new
 id. Aliases follow the identifiers they came with.
+
+Every function runs inside the caller's transaction, which also holds the request_id
+record (``continuum_runtime.idempotency.run_once``).
 """
 
 from __future__ import annotations
@@ -63,214 +66,210 @@ class Forgotten:
     at: datetime
 
 
-class Repairs:
-    """Operations that run inside the caller's transaction (which also holds idempotency)."""
-
-    async def unmerge(
-        self, session: AsyncSession, customer_id: str, entry_id: str, actor: str, reason: str
-    ) -> tuple[list[res.Customer], store.LogRow]:
-        root = await locked_root(session, customer_id)
-        entry = await store.get_log(session, entry_id, lock=True)
-        if entry is None:
-            raise NotFound("no such merge entry", reason="MERGE_ENTRY_NOT_FOUND")
-        if entry.action != Action.MERGE_LOG_ACTION_MERGED:
-            raise FailedPrecondition(
-                "only a MERGED entry can be undone",
-                reason="NOT_A_MERGE",
-                violations=[FieldViolation("merge_entry_id", "not a merge")],
-            )
-        if entry.undone_by:
-            raise FailedPrecondition(
-                "this merge was already undone",
-                reason="ALREADY_UNMERGED",
-                metadata={"undone_by": entry.undone_by},
-            )
-        survivor = await root_of(session, entry.customer_id)
-        if survivor.id != root.id:
-            raise FailedPrecondition(
-                "the merge is not part of this customer", reason="MERGE_NOT_IN_CUSTOMER"
-            )
-        parts, new_entry = await self._recompute(
-            session,
-            root,
-            remove=entry.link_ids,
-            candidates=entry.merged_customer_ids,
-            action=Action.MERGE_LOG_ACTION_UNMERGED,
-            actor=actor,
-            reason=reason,
-            undone=entry.id,
+async def unmerge(
+    session: AsyncSession, customer_id: str, entry_id: str, actor: str, reason: str
+) -> tuple[list[res.Customer], store.LogRow]:
+    root = await locked_root(session, customer_id)
+    entry = await store.get_log(session, entry_id, lock=True)
+    if entry is None:
+        raise NotFound("no such merge entry", reason="MERGE_ENTRY_NOT_FOUND")
+    if entry.action != Action.MERGE_LOG_ACTION_MERGED:
+        raise FailedPrecondition(
+            "only a MERGED entry can be undone",
+            reason="NOT_A_MERGE",
+            violations=[FieldViolation("merge_entry_id", "not a merge")],
         )
-        await store.mark_undone(session, entry.id, new_entry.id)
-        return parts, new_entry
-
-    async def split(
-        self,
-        session: AsyncSession,
-        customer_id: str,
-        link_ids: Sequence[str],
-        actor: str,
-        reason: str,
-    ) -> tuple[list[res.Customer], store.LogRow]:
-        root = await locked_root(session, customer_id)
-        links = {link.id: link for link in await store.links_by_id(session, link_ids)}
-        members = {r.id for r in await store.identifiers_of(session, [root.id])}
-        violations = [
-            FieldViolation(f"link_ids[{i}]", "not an active link of this customer")
-            for i, link_id in enumerate(link_ids)
-            if link_id not in links
-            or links[link_id].removed_at is not None
-            or links[link_id].a_id not in members
-        ]
-        if violations:
-            raise InvalidArgument(
-                "unknown or removed links", reason="UNKNOWN_LINK", violations=violations
-            )
-        aliases = await store.aliases_of(session, root.id)
-        return await self._recompute(
-            session,
-            root,
-            remove=list(link_ids),
-            candidates=aliases,
-            action=Action.MERGE_LOG_ACTION_SPLIT,
-            actor=actor,
-            reason=reason,
-            undone=None,
+    if entry.undone_by:
+        raise FailedPrecondition(
+            "this merge was already undone",
+            reason="ALREADY_UNMERGED",
+            metadata={"undone_by": entry.undone_by},
         )
-
-    async def _recompute(
-        self,
-        session: AsyncSession,
-        root: store.CustomerRow,
-        *,
-        remove: Sequence[str],
-        candidates: Sequence[str],
-        action: int,
-        actor: str,
-        reason: str,
-        undone: str | None,
-    ) -> tuple[list[res.Customer], store.LogRow]:
-        at = now()
-        idents = await store.identifiers_of(session, [root.id])
-        by_id = {r.id: r for r in idents}
-        removed = set(remove)
-        edges = [
-            (link.a_id, link.b_id)
-            for link in await store.active_links_among(session, list(by_id))
-            if link.id not in removed and link.a_id in by_id and link.b_id in by_id
-        ]
-        groups = graph.components(by_id, edges)
-        aliases = await store.direct_aliases(session, root.id)
-        origin = {r.id: r.origin_customer_id for r in idents}
-        # Aliases merged into a merged-away customer earlier count as that customer.
-        names = graph.assign_components(groups, origin, root.id, candidates)
-        entry_id = store.new_id("mle")
-        part_ids: list[str] = []
-        parts_event: list[ev.UnmergedPart] = []
-        for group, name in zip(groups, names, strict=True):
-            existing = name is not None
-            cid = name if name is not None else store.new_id("cus")
-            members = [by_id[i] for i in group]
-            anonymous = all(m.type == DEVICE_ID for m in members)
-            if not existing:
-                first = min(members, key=lambda m: m.first_seen_at)
-                await store.create_customer(
-                    session, cid, anonymous=anonymous, channel=first.first_seen_channel, at=at
-                )
-            else:
-                await store.set_customer(
-                    session, cid, state=store.ACTIVE, anonymous=anonymous, merged_into=None, at=at
-                )
-            await store.repoint_identifiers(session, group, cid)
-            part_ids.append(cid)
-            parts_event.append(
-                ev.UnmergedPart(
-                    customer_id=cid,
-                    existing_id=existing,
-                    identifiers=[m.ref() for m in members],
-                    device_ids=[m.device_id for m in members if m.device_id],
-                )
-            )
-        # Each alias follows the part where most identifiers it brought ended up.
-        part_of = {i: cid for group, cid in zip(groups, part_ids, strict=True) for i in group}
-        for alias in aliases:
-            if alias in part_ids:
-                continue
-            votes: dict[str, int] = {}
-            for r in idents:
-                if r.origin_customer_id == alias:
-                    votes[part_of[r.id]] = votes.get(part_of[r.id], 0) + 1
-            target = max(sorted(votes), key=lambda c: votes[c]) if votes else root.id
-            if target not in part_ids:
-                target = part_ids[0] if part_ids else root.id
-            await store.repoint_aliases(session, [alias], target, at)
-            for part in parts_event:
-                if part.customer_id == target:
-                    part.alias_customer_ids.append(alias)
-        if root.id not in part_ids:
-            # Every identifier went elsewhere; the old id becomes an alias of the first part.
-            await store.repoint_aliases(session, [root.id], part_ids[0], at)
-        await store.remove_links(session, list(removed), entry_id, at)
-        await store.add_log(
-            session,
-            store.LogEntry(
-                action=action,
-                customer_id=root.id,
-                resulting_customer_ids=part_ids,
-                link_ids=sorted(removed),
-                actor=actor,
-                reason=reason,
-            ),
-            at,
-            entry_id=entry_id,
+    survivor = await root_of(session, entry.customer_id)
+    if survivor.id != root.id:
+        raise FailedPrecondition(
+            "the merge is not part of this customer", reason="MERGE_NOT_IN_CUSTOMER"
         )
-        for i, a in enumerate(part_ids):
-            for b in part_ids[i + 1 :]:
-                await store.add_refusal(session, a, b, NonMerge.NON_MERGE_REASON_UNMERGED, [])
-        event = ev.CustomerUnmergedEvent(
+    parts, new_entry = await _recompute(
+        session,
+        root,
+        remove=entry.link_ids,
+        candidates=entry.merged_customer_ids,
+        action=Action.MERGE_LOG_ACTION_UNMERGED,
+        actor=actor,
+        reason=reason,
+        undone=entry.id,
+    )
+    await store.mark_undone(session, entry.id, new_entry.id)
+    return parts, new_entry
+
+
+async def split(
+    session: AsyncSession,
+    customer_id: str,
+    link_ids: Sequence[str],
+    actor: str,
+    reason: str,
+) -> tuple[list[res.Customer], store.LogRow]:
+    root = await locked_root(session, customer_id)
+    links = {link.id: link for link in await store.links_by_id(session, link_ids)}
+    members = {r.id for r in await store.identifiers_of(session, [root.id])}
+    violations = [
+        FieldViolation(f"link_ids[{i}]", "not an active link of this customer")
+        for i, link_id in enumerate(link_ids)
+        if link_id not in links
+        or links[link_id].removed_at is not None
+        or links[link_id].a_id not in members
+    ]
+    if violations:
+        raise InvalidArgument(
+            "unknown or removed links", reason="UNKNOWN_LINK", violations=violations
+        )
+    aliases = await store.aliases_of(session, root.id)
+    return await _recompute(
+        session,
+        root,
+        remove=list(link_ids),
+        candidates=aliases,
+        action=Action.MERGE_LOG_ACTION_SPLIT,
+        actor=actor,
+        reason=reason,
+        undone=None,
+    )
+
+
+async def _recompute(
+    session: AsyncSession,
+    root: store.CustomerRow,
+    *,
+    remove: Sequence[str],
+    candidates: Sequence[str],
+    action: int,
+    actor: str,
+    reason: str,
+    undone: str | None,
+) -> tuple[list[res.Customer], store.LogRow]:
+    at = now()
+    idents = await store.identifiers_of(session, [root.id])
+    by_id = {r.id: r for r in idents}
+    removed = set(remove)
+    edges = [
+        (link.a_id, link.b_id)
+        for link in await store.active_links_among(session, list(by_id))
+        if link.id not in removed and link.a_id in by_id and link.b_id in by_id
+    ]
+    groups = graph.components(by_id, edges)
+    aliases = await store.direct_aliases(session, root.id)
+    origin = {r.id: r.origin_customer_id for r in idents}
+    # Aliases merged into a merged-away customer earlier count as that customer.
+    names = graph.assign_components(groups, origin, root.id, candidates)
+    entry_id = store.new_id("mle")
+    part_ids: list[str] = []
+    parts_event: list[ev.UnmergedPart] = []
+    for group, name in zip(groups, names, strict=True):
+        existing = name is not None
+        cid = name if name is not None else store.new_id("cus")
+        members = [by_id[i] for i in group]
+        anonymous = all(m.type == DEVICE_ID for m in members)
+        if not existing:
+            first = min(members, key=lambda m: m.first_seen_at)
+            await store.create_customer(
+                session, cid, anonymous=anonymous, channel=first.first_seen_channel, at=at
+            )
+        else:
+            await store.set_customer(
+                session, cid, state=store.ACTIVE, anonymous=anonymous, merged_into=None, at=at
+            )
+        await store.repoint_identifiers(session, group, cid)
+        part_ids.append(cid)
+        parts_event.append(
+            ev.UnmergedPart(
+                customer_id=cid,
+                existing_id=existing,
+                identifiers=[m.ref() for m in members],
+                device_ids=[m.device_id for m in members if m.device_id],
+            )
+        )
+    # Each alias follows the part where most identifiers it brought ended up.
+    part_of = {i: cid for group, cid in zip(groups, part_ids, strict=True) for i in group}
+    for alias in aliases:
+        if alias in part_ids:
+            continue
+        votes: dict[str, int] = {}
+        for r in idents:
+            if r.origin_customer_id == alias:
+                votes[part_of[r.id]] = votes.get(part_of[r.id], 0) + 1
+        target = max(sorted(votes), key=lambda c: votes[c]) if votes else root.id
+        if target not in part_ids:
+            target = part_ids[0] if part_ids else root.id
+        await store.repoint_aliases(session, [alias], target, at)
+        for part in parts_event:
+            if part.customer_id == target:
+                part.alias_customer_ids.append(alias)
+    if root.id not in part_ids:
+        # Every identifier went elsewhere; the old id becomes an alias of the first part.
+        await store.repoint_aliases(session, [root.id], part_ids[0], at)
+    await store.remove_links(session, list(removed), entry_id, at)
+    await store.add_log(
+        session,
+        store.LogEntry(
+            action=action,
             customer_id=root.id,
-            split=action == Action.MERGE_LOG_ACTION_SPLIT,
-            parts=parts_event,
-            undone_merge_entry_id=undone or "",
-            entry_id=entry_id,
+            resulting_customer_ids=part_ids,
+            link_ids=sorted(removed),
+            actor=actor,
             reason=reason,
-        )
-        event.unmerge_time.FromDatetime(at)
-        await _event(session, "customer_unmerged", root.id, event, root.id)
-        entry = await store.get_log(session, entry_id)
-        assert entry is not None
-        customers = [await customer_message(session, cid) for cid in part_ids]
-        return customers, entry
+        ),
+        at,
+        entry_id=entry_id,
+    )
+    for i, a in enumerate(part_ids):
+        for b in part_ids[i + 1 :]:
+            await store.add_refusal(session, a, b, NonMerge.NON_MERGE_REASON_UNMERGED, [])
+    event = ev.CustomerUnmergedEvent(
+        customer_id=root.id,
+        split=action == Action.MERGE_LOG_ACTION_SPLIT,
+        parts=parts_event,
+        undone_merge_entry_id=undone or "",
+        entry_id=entry_id,
+        reason=reason,
+    )
+    event.unmerge_time.FromDatetime(at)
+    await _event(session, "customer_unmerged", root.id, event, root.id)
+    entry = await store.get_log(session, entry_id)
+    assert entry is not None
+    customers = [await customer_message(session, cid) for cid in part_ids]
+    return customers, entry
 
-    async def forget(
-        self, session: AsyncSession, customer_id: str, actor: str, reason: str
-    ) -> Forgotten:
-        root = await locked_root(session, customer_id)
-        aliases = await store.aliases_of(session, root.id)
-        ids = [root.id, *aliases]
-        idents = await store.identifiers_of(session, [root.id])
-        links = await store.active_links_among(session, [r.id for r in idents])
-        devices = [r.device_id for r in idents if r.device_id]
-        at = now()
-        await store.delete_identifiers_of(session, [root.id])
-        await store.forget_customers(session, ids, at)
-        await store.erase_log_identifiers(session, ids)
-        await store.add_log(
-            session,
-            store.LogEntry(
-                action=Action.MERGE_LOG_ACTION_FORGOTTEN,
-                customer_id=root.id,
-                merged_customer_ids=aliases,
-                actor=actor,
-                reason=reason,
-            ),
-            at,
-        )
-        event = ev.CustomerForgottenEvent(
-            customer_id=root.id, alias_customer_ids=aliases, device_ids=devices
-        )
-        event.forget_time.FromDatetime(at)
-        await _event(session, "customer_forgotten", root.id, event, root.id)
-        return Forgotten(root.id, aliases, len(idents), len(links), at)
+
+async def forget(session: AsyncSession, customer_id: str, actor: str, reason: str) -> Forgotten:
+    root = await locked_root(session, customer_id)
+    aliases = await store.aliases_of(session, root.id)
+    ids = [root.id, *aliases]
+    idents = await store.identifiers_of(session, [root.id])
+    links = await store.active_links_among(session, [r.id for r in idents])
+    devices = [r.device_id for r in idents if r.device_id]
+    at = now()
+    await store.delete_identifiers_of(session, [root.id])
+    await store.forget_customers(session, ids, at)
+    await store.erase_log_identifiers(session, ids)
+    await store.add_log(
+        session,
+        store.LogEntry(
+            action=Action.MERGE_LOG_ACTION_FORGOTTEN,
+            customer_id=root.id,
+            merged_customer_ids=aliases,
+            actor=actor,
+            reason=reason,
+        ),
+        at,
+    )
+    event = ev.CustomerForgottenEvent(
+        customer_id=root.id, alias_customer_ids=aliases, device_ids=devices
+    )
+    event.forget_time.FromDatetime(at)
+    await _event(session, "customer_forgotten", root.id, event, root.id)
+    return Forgotten(root.id, aliases, len(idents), len(links), at)
 
 
 async def accept_match(

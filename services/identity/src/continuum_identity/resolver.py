@@ -23,8 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from continuum.identity.v1 import identity_events_pb2 as ev
 from continuum.identity.v1 import identity_resources_pb2 as res
 from continuum.identity.v1 import identity_service_pb2 as svc
-from continuum_identity import graph, store
-from continuum_identity.identifiers import DEVICE_ID, NormalizedIdentifier
+from continuum_identity import store
+from continuum_identity.identifiers import NormalizedIdentifier
 from continuum_identity.matching import Model, Traits, compare, default_model
 from continuum_identity.rules import Rules, compile_rules, default_rules
 from continuum_runtime import idempotency
@@ -76,19 +76,21 @@ class Idem:
     request: Message
     request_id: str | None = None
 
+    @property
+    def key(self) -> str:
+        """The request id the answer is stored under."""
+        return self.request_id or str(getattr(self.request, "request_id", ""))
+
     async def earlier(self, session: AsyncSession) -> svc.Resolution | None:
-        return await idempotency.begin(
-            session, self.method, self.request, svc.Resolution, self.request_id
-        )
+        return await idempotency.begin(session, self.method, self.request, svc.Resolution, self.key)
 
     def replay(self, stored_fingerprint: bytes, stored_response: bytes) -> svc.Resolution:
-        request_id = self.request_id or str(getattr(self.request, "request_id", ""))
         return idempotency.replay(
-            self.request, request_id, stored_fingerprint, stored_response, svc.Resolution
+            self.request, self.key, stored_fingerprint, stored_response, svc.Resolution
         )
 
     async def remember(self, session: AsyncSession, answer: svc.Resolution) -> None:
-        await idempotency.remember(session, self.method, self.request, answer, self.request_id)
+        await idempotency.remember(session, self.method, self.request, answer, self.key)
 
 
 @dataclass
@@ -193,9 +195,7 @@ class Resolver:
                     conn,
                     keys,
                     idem.method if idem else "",
-                    (idem.request_id or str(getattr(idem.request, "request_id", "")))
-                    if idem
-                    else "",
+                    idem.key if idem else "",
                 )
                 if earlier is not None and idem is not None and not request.lookup_only:
                     return idem.replay(*earlier)
@@ -379,7 +379,7 @@ class Resolver:
             unique_types = [t for t, r in rules.by_type.items() if r.unique]
             unique_values = await store.values_of_types(session, known, unique_types)
             counts = await store.type_counts(session, known)
-            group_unique = dict(_by_type(unique_values.get(anchor, set())))
+            group_unique = dict(unique_values.get(anchor, set()))
             group_counts = _counts_for(counts, anchor)
             for other in known[1:]:
                 shared = [i for i in strong if i.key in found and found[i.key].customer_id == other]
@@ -395,7 +395,7 @@ class Resolver:
                 elif not any(rules.rule(i.type).merges_known_customers for i in shared):
                     reason = NonMerge.NON_MERGE_REASON_TYPE_LIMIT
                 else:
-                    other_unique = dict(_by_type(unique_values.get(other, set())))
+                    other_unique = dict(unique_values.get(other, set()))
                     if any(
                         t in group_unique and group_unique[t] != v for t, v in other_unique.items()
                     ):
@@ -422,7 +422,7 @@ class Resolver:
                         )
                     continue
                 group.append(other)
-                group_unique.update(_by_type(unique_values.get(other, set())))
+                group_unique.update(unique_values.get(other, set()))
                 for t, n in _counts_for(counts, other).items():
                     group_counts[t] = group_counts.get(t, 0) + n
         # Anonymous customers of the request's devices join the group: their history
@@ -503,9 +503,7 @@ class Resolver:
             existing_unique = (
                 {}
                 if created
-                else dict(
-                    _by_type((await store.values_of_types(session, [anchor], unique_types))[anchor])
-                )
+                else dict((await store.values_of_types(session, [anchor], unique_types))[anchor])
             )
             for ident in new_strong:
                 rule = rules.rule(ident.type)
@@ -605,7 +603,6 @@ class Resolver:
 
         # 5. Devices: new ones join the anchor; known customers' devices are re-attributed
         # to the anchor (the last signed-in customer), never merged.
-        device_refs: list[res.IdentifierRef] = []
         hub = _pick_anchor(strong, found, [anchor], rules)
         for ident in devices:
             drow = found.get(ident.key)
@@ -640,9 +637,8 @@ class Resolver:
                 drow.customer_id = anchor
                 if outcome == Outcome.RESOLVE_OUTCOME_MATCHED:
                     outcome = Outcome.RESOLVE_OUTCOME_DEVICE_ATTRIBUTED
-            else:
-                if hub is None or await _linked(session, drow.id, hub, found):
-                    continue
+            elif hub is None or await store.device_links(session, drow.id):
+                continue  # already this customer's, and already linked
             if hub is not None and hub.key != ident.key:
                 link_ids_all += await store.insert_links(
                     session,
@@ -660,7 +656,6 @@ class Resolver:
                     at,
                 )
             if not created or strong:
-                device_refs.append(drow.ref())
                 linked_device = ev.DeviceLinkedEvent(
                     customer_id=anchor,
                     device_id=ident.value,
@@ -839,10 +834,6 @@ async def write_merge(
     return link_ids, entry_id
 
 
-def _by_type(values: set[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
-    return sorted(values)
-
-
 def _counts_for(counts: dict[tuple[str, int], int], customer_id: str) -> dict[int, int]:
     return {t: n for (cid, t), n in counts.items() if cid == customer_id}
 
@@ -871,17 +862,3 @@ def _pick_anchor(
     if not pool:
         return None
     return max(pool, key=lambda i: (rules.priority(i.type), -found[i.key].id))
-
-
-async def _linked(
-    session: AsyncSession,
-    device_row_id: int,
-    hub: NormalizedIdentifier,
-    found: dict[tuple[int, bytes], store.IdentifierRow],
-) -> bool:
-    links = await store.device_links(session, device_row_id)
-    hub_id = found[hub.key].id
-    return any(hub_id in (link.a_id, link.b_id) for link in links) or bool(links)
-
-
-__all__ = ["DEVICE_ID", "ResolveInput", "Resolver", "graph"]

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from google.rpc import status_pb2
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from continuum.identity.v1 import identity_resources_pb2 as res
 from continuum.identity.v1 import identity_service_pb2 as pb
 from continuum.identity.v1 import identity_service_pb2_grpc
-from continuum_identity import queries, store
+from continuum_identity import queries, repair, store
 from continuum_identity.identifiers import IdentifierHasher
 from continuum_identity.matching import Traits
-from continuum_identity.repair import Repairs, accept_match, reject_match, root_of
+from continuum_identity.repair import accept_match, reject_match, root_of
 from continuum_identity.resolver import Idem, ResolveInput, Resolver, now
 from continuum_identity.rules import check_rules, default_rules
 from continuum_runtime import idempotency
@@ -34,13 +33,6 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["IdentityService"].full_name
 RULE_PATHS = {"type_rules", "shared_value_detection", "match_thresholds"}
 
 
-def _prefixed(error: DomainError, prefix: str) -> DomainError:
-    error.violations = tuple(
-        FieldViolation(f"{prefix}{v.field}", v.description, v.reason) for v in error.violations
-    )
-    return error
-
-
 class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
     """IdentityService on top of the runtime."""
 
@@ -48,7 +40,6 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
         self.db = db
         self.hasher = hasher
         self.resolver = Resolver(db)
-        self.repairs = Repairs()
 
     def _region(self, traits: res.MatchTraits) -> str | None:
         return traits.region_code or None
@@ -92,7 +83,7 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
                 )
                 results.append(pb.ResolveItemResult(index=index, resolution=resolved))
             except DomainError as error:
-                results.append(pb.ResolveItemResult(index=index, error=_status(error)))
+                results.append(pb.ResolveItemResult(index=index, error=error.to_status()))
         return pb.BatchResolveIdentityResponse(results=results)
 
     async def LinkIdentifiers(
@@ -184,7 +175,7 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
         self, request: pb.UnmergeCustomerRequest, context: Any
     ) -> pb.UnmergeCustomerResponse:
         async def work(session: AsyncSession) -> pb.UnmergeCustomerResponse:
-            customers, entry = await self.repairs.unmerge(
+            customers, entry = await repair.unmerge(
                 session, request.customer_id, request.merge_entry_id, request.actor, request.reason
             )
             return pb.UnmergeCustomerResponse(customers=customers, entry=queries.log_message(entry))
@@ -197,7 +188,7 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
         self, request: pb.SplitCustomerRequest, context: Any
     ) -> pb.SplitCustomerResponse:
         async def work(session: AsyncSession) -> pb.SplitCustomerResponse:
-            customers, entry = await self.repairs.split(
+            customers, entry = await repair.split(
                 session, request.customer_id, list(request.link_ids), request.actor, request.reason
             )
             return pb.SplitCustomerResponse(customers=customers, entry=queries.log_message(entry))
@@ -210,7 +201,7 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
         self, request: pb.ForgetCustomerRequest, context: Any
     ) -> pb.ForgetCustomerResponse:
         async def work(session: AsyncSession) -> pb.ForgetCustomerResponse:
-            forgotten = await self.repairs.forget(
+            forgotten = await repair.forget(
                 session, request.customer_id, request.actor, request.reason
             )
             answer = pb.ForgetCustomerResponse(
@@ -388,10 +379,3 @@ def traits_of(message: res.MatchTraits) -> Traits:
         locality=message.locality,
         postal_code=message.postal_code,
     )
-
-
-def _status(error: DomainError) -> status_pb2.Status:
-    return error.to_status()
-
-
-__all__ = ["SERVICE_NAME", "IdentityServicer", "_prefixed"]

@@ -600,13 +600,6 @@ async def device_links(session: AsyncSession, device_identifier_id: int) -> list
     return await active_links_among(session, [device_identifier_id])
 
 
-async def identifiers_by_id(session: AsyncSession, ids: Sequence[int]) -> dict[int, IdentifierRow]:
-    rows = await session.execute(
-        text(f"SELECT {_IDENT_COLS} FROM identifiers WHERE id = ANY(:ids)"), {"ids": list(ids)}
-    )
-    return {r.id: r for r in map(_ident, rows)}
-
-
 # --- merge log ---------------------------------------------------------------------------
 
 
