@@ -15,7 +15,7 @@ export UV_PROJECT_ENVIRONMENT := .venv
 PROTO_SOURCES := $(shell find proto tests/proto -name '*.proto' 2>/dev/null)
 PACKAGE_FILES := pyproject.toml uv.lock $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
 
-.PHONY: setup proto lint fmt typecheck buf test check run bench-floor bench-identity clean
+.PHONY: setup proto lint fmt typecheck buf test check run bench-floor bench-identity bench-cart bench-profile bench-inventory bench-recommendation bench-handoff helm-check clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -67,6 +67,10 @@ check: lint test
 run: proto
 	$(BIN)/python scripts/run_suite.py
 
+## helm-check: render the chart (4 variants), validate on Kubernetes 1.27/1.30/1.37, lint, check properties
+helm-check: setup
+	$(BIN)/python scripts/helm_check.py
+
 ## bench-floor: bare grpc.aio echo server and client in separate processes, concurrency 32
 bench-floor: setup
 	$(BIN)/python -m bench.floor
@@ -75,6 +79,27 @@ bench-floor: setup
 bench-identity: proto
 	$(UV) sync --locked --group bench --inexact --python $(PYTHON)
 	$(BIN)/python -m bench.identity $(BENCH_ARGS)
+
+## bench-inventory: hot-SKU reservations and oversell, availability (100k SKUs x 50 locations), forecast error
+bench-inventory: proto
+	$(BIN)/python -m bench.inventory $(BENCH_ARGS)
+
+## bench-profile: sustained ingestion (60 s) with lag, and GetProfileSummary with 1M customers
+bench-profile: proto
+	$(BIN)/python -m bench.profile $(BENCH_ARGS)
+
+## bench-cart: GetCart and AddItem at concurrency 32 against the floor (100,000 carts)
+bench-cart: proto
+	$(BIN)/python -m bench.cart $(BENCH_ARGS)
+
+## bench-recommendation: Instacart last-order ranking quality vs baselines, GetRecommendations vs the floor (100k items, 1M interactions)
+bench-recommendation: proto
+	$(UV) sync --locked --group bench --inexact --python $(PYTHON)
+	$(BIN)/python -m bench.recommendation $(BENCH_ARGS)
+
+## bench-handoff: all six services, check-ins at 50/s for 60 s, check-in to briefing on the associate stream
+bench-handoff: proto
+	$(BIN)/python -m bench.handoff $(BENCH_ARGS)
 
 clean:
 	rm -rf build .venv .tools libs/contracts/src/continuum libs/contracts/src/buf tests/_generated

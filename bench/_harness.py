@@ -22,6 +22,15 @@ from typing import Any
 import grpc
 import numpy as np
 
+from continuum_runtime.auth import PrincipalKind, issue_token
+from continuum_runtime.config import AuthSettings, project_data_dir
+from continuum_runtime.embedded import (
+    drop_database,
+    ensure_database,
+    resolve_store_urls,
+    with_database,
+)
+
 DEFAULT_DURATION_S = 5.0
 DEFAULT_WARMUP_S = 1.0
 DEFAULT_CONCURRENCY = 32
@@ -144,6 +153,74 @@ async def server_process(
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
+
+
+# One token key for every service a benchmark starts, and a service token signed with it.
+BENCH_TOKEN_KEY = os.urandom(32).hex()
+
+
+def bench_token(subject: str = "bench") -> str:
+    settings = AuthSettings(token_key=BENCH_TOKEN_KEY)  # type: ignore[arg-type]
+    return issue_token(settings, subject=subject, kind=PrincipalKind.SERVICE, ttl_s=6 * 3600)
+
+
+@dataclass
+class RunningService:
+    """A Continuum service in a process of its own, on a fresh database."""
+
+    name: str
+    target: str
+    channel: grpc.aio.Channel
+    metadata: tuple[tuple[str, str], ...]
+    database_url: str
+    redis_url: str
+
+
+@contextlib.asynccontextmanager
+async def service_process(
+    service: str, *, namespace: str, env: dict[str, str] | None = None
+) -> AsyncIterator[RunningService]:
+    """Start ``continuum_<service> serve`` on a new database of the benchmark's PostgreSQL
+    (CONTINUUM_DATABASE_URL, or the embedded stack) with Redis key namespace ``namespace``
+    (services of one benchmark share it, so their events flow); the database is dropped
+    afterwards."""
+    urls = await resolve_store_urls(
+        "bench",
+        os.environ.get("CONTINUUM_DATABASE_URL", ""),
+        os.environ.get("CONTINUUM_REDIS_URL", ""),
+        project_data_dir(),
+    )
+    database_url = with_database(urls.database_url, f"bench_{service}_{os.urandom(4).hex()}")
+    await ensure_database(database_url)
+    port = free_port()
+    settings = {
+        "CONTINUUM_PORT": str(port),
+        "CONTINUUM_DATABASE_URL": database_url,
+        "CONTINUUM_REDIS_URL": urls.redis_url,
+        "CONTINUUM_REDIS_NAMESPACE": namespace,
+        "CONTINUUM_AUTH__TOKEN_KEY": BENCH_TOKEN_KEY,
+        "CONTINUUM_ENVIRONMENT": "bench",
+        "CONTINUUM_LOG_LEVEL": "WARNING",
+        "CONTINUUM_MAX_CONCURRENT_RPCS": "10000",
+        **(env or {}),
+    }
+    target = f"127.0.0.1:{port}"
+    try:
+        async with (
+            server_process(["-m", f"continuum_{service}", "serve"], port=port, env=settings),
+            grpc.aio.insecure_channel(target) as channel,
+        ):
+            await channel.channel_ready()
+            yield RunningService(
+                name=service,
+                target=target,
+                channel=channel,
+                metadata=(("authorization", f"Bearer {bench_token()}"),),
+                database_url=database_url,
+                redis_url=urls.redis_url,
+            )
+    finally:
+        await drop_database(database_url)
 
 
 ECHO_METHOD = "/continuum.bench.Floor/Echo"

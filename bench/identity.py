@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import platform
 import random
 import sys
@@ -32,7 +31,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-import grpc
 import numpy as np
 from google.type import date_pb2
 
@@ -41,9 +39,8 @@ from bench._harness import (
     arguments,
     closed_loop,
     emit,
-    free_port,
     measure_floor,
-    server_process,
+    service_process,
 )
 from continuum.common.v1 import channel_pb2
 from continuum.common.v1 import identifier_pb2 as idpb
@@ -53,21 +50,14 @@ from continuum.identity.v1 import identity_service_pb2_grpc as pb_grpc
 from continuum_identity import store
 from continuum_identity.fit import fit_model
 from continuum_identity.identifiers import EMAIL, IdentifierHasher
-from continuum_runtime.auth import PrincipalKind, issue_token
-from continuum_runtime.config import AuthSettings, project_data_dir
 from continuum_runtime.db import Database
 from continuum_runtime.embedded import (
-    drop_database,
-    ensure_database,
-    resolve_store_urls,
     to_asyncpg_dsn,
-    with_database,
 )
 
 T = idpb.IdentifierType
 WEB = channel_pb2.Channel.CHANNEL_WEB
 KEY = "bench-identity-key"
-TOKEN_KEY = uuid.uuid4().hex * 2
 BATCH = 250
 
 
@@ -84,46 +74,17 @@ class Service:
 
 @asynccontextmanager
 async def identity_service(name: str) -> AsyncIterator[Service]:
-    """An identity service process on a fresh database (dropped afterwards)."""
-    urls = await resolve_store_urls(
-        "bench",
-        os.environ.get("CONTINUUM_DATABASE_URL", ""),
-        os.environ.get("CONTINUUM_REDIS_URL", ""),
-        project_data_dir(),
-    )
-    database_url = with_database(urls.database_url, f"bench_identity_{name}_{uuid.uuid4().hex[:8]}")
-    await ensure_database(database_url)
-    port = free_port()
-    env = {
-        "CONTINUUM_PORT": str(port),
-        "CONTINUUM_DATABASE_URL": database_url,
-        "CONTINUUM_REDIS_URL": urls.redis_url,
-        "CONTINUUM_REDIS_NAMESPACE": f"bench{uuid.uuid4().hex[:8]}",
-        "CONTINUUM_IDENTIFIER_KEY": KEY,
-        "CONTINUUM_AUTH__TOKEN_KEY": TOKEN_KEY,
-        "CONTINUUM_ENVIRONMENT": "bench",
-        "CONTINUUM_LOG_LEVEL": "WARNING",
-        "CONTINUUM_MAX_CONCURRENT_RPCS": "10000",
-    }
-    token = issue_token(
-        AuthSettings(token_key=TOKEN_KEY),  # type: ignore[arg-type]
-        subject="bench",
-        kind=PrincipalKind.SERVICE,
-        ttl_s=3600,
-    )
-    try:
-        async with (
-            server_process(["-m", "continuum_identity", "serve"], port=port, env=env),
-            grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
-        ):
-            await channel.channel_ready()
-            yield Service(
-                stub=pb_grpc.IdentityServiceStub(channel),
-                metadata=(("authorization", f"Bearer {token}"),),
-                database_url=database_url,
-            )
-    finally:
-        await drop_database(database_url)
+    """An identity service process on a fresh database (bench._harness.service_process)."""
+    async with service_process(
+        "identity",
+        namespace=f"bench{uuid.uuid4().hex[:8]}",
+        env={"CONTINUUM_IDENTIFIER_KEY": KEY},
+    ) as running:
+        yield Service(
+            stub=pb_grpc.IdentityServiceStub(running.channel),
+            metadata=running.metadata,
+            database_url=running.database_url,
+        )
 
 
 # --- FEBRL4 ------------------------------------------------------------------------------

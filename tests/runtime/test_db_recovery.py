@@ -34,3 +34,30 @@ async def test_killed_connections_fail_one_call_as_an_outage_then_the_pool_recon
             assert (await session.execute(text("SELECT 2"))).scalar_one() == 2
     finally:
         await killer.dispose()
+
+
+async def test_the_read_pool_survives_killed_connections(
+    database: Database, database_url: str
+) -> None:
+    assert [tuple(r) for r in await database.fetch("SELECT probe", "SELECT $1::int", 7)] == [(7,)]
+    killer = Database(database_url)
+    try:
+        async with killer.transaction() as session:
+            await session.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+        answers: list[int] = []
+        failures: list[Exception] = []
+        for _ in range(3):
+            try:
+                answers.append((await database.fetch("SELECT probe", "SELECT 8"))[0][0])
+            except Exception as exc:  # the first call may see a dead pooled connection
+                failures.append(exc)
+        assert answers
+        assert answers[-1] == 8
+        assert all(is_dependency_outage(exc) for exc in failures), [repr(e) for e in failures]
+    finally:
+        await killer.dispose()

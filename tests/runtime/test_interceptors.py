@@ -128,6 +128,18 @@ async def test_domain_errors_carry_service_specific_details(probe_stub, make_tok
     assert short.subject == "sku:SHOE-42@store-1"
 
 
+async def test_a_calling_service_reads_the_details_off_the_error(probe_stub, make_token) -> None:  # type: ignore[no-untyped-def]
+    from continuum_runtime.client import error_detail, error_reason
+
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await probe_stub.Fail(pb.FailRequest(kind="precondition"), metadata=bearer(make_token()))
+    assert error_reason(err.value) == "INSUFFICIENT_STOCK"
+    short = error_detail(err.value, error_details_pb2.PreconditionFailure.Violation)
+    assert short is not None
+    assert short.description == "2 short"
+    assert error_detail(err.value, error_details_pb2.BadRequest) is None
+
+
 async def test_dependency_outage_is_unavailable(probe_stub, make_token) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await probe_stub.Fail(pb.FailRequest(kind="db_down"), metadata=bearer(make_token()))
@@ -145,6 +157,21 @@ async def test_call_without_deadline_gets_default_and_carries_one_downstream(  #
     )
     assert 6000 < reply.own_remaining_ms <= 7000
     assert 0 < reply.downstream_remaining_ms < reply.own_remaining_ms
+
+
+async def test_a_service_that_is_down_downstream_gives_unavailable(  # type: ignore[no-untyped-def]
+    probe_stub, make_token, unused_tcp_port
+) -> None:
+    # Nothing listens on the relay's target: the outbound call fails after its retries
+    # and the caller sees UNAVAILABLE (retry later), not INTERNAL.
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await probe_stub.Relay(
+            pb.RelayRequest(target=f"127.0.0.1:{unused_tcp_port}"),
+            metadata=bearer(make_token()),
+            timeout=3.0,
+        )
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "127.0.0.1" not in (err.value.details() or "")
 
 
 async def test_callers_deadline_is_propagated(probe: ServiceServer, probe_stub, make_token) -> None:  # type: ignore[no-untyped-def]

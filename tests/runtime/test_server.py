@@ -156,3 +156,32 @@ async def test_calls_beyond_the_concurrency_cap_are_refused_not_queued(
             assert again.text == "fourth"
     finally:
         await server.drain(grace_s=0.5)
+
+
+async def test_a_background_task_that_ignores_cancellation_does_not_block_shutdown(
+    auth_settings: AuthSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import continuum_runtime.server as server_module
+
+    monkeypatch.setattr(server_module, "STOP_TIMEOUT_S", 0.3)
+    stopped_hook = asyncio.Event()
+    released = asyncio.Event()
+
+    async def stubborn() -> None:
+        while not released.is_set():
+            try:
+                await asyncio.sleep(0.05)
+            except asyncio.CancelledError:
+                continue  # a library that swallows the cancel
+
+    async def hook() -> None:
+        stopped_hook.set()
+
+    settings = ServiceSettings(service_name="probe", auth=auth_settings, port=0)
+    server = probe_server(settings, ProbeServicer(), background=[stubborn], on_stop=[hook])
+    await server.start()
+    try:
+        await asyncio.wait_for(server.drain(grace_s=0.1), timeout=5)
+        assert stopped_hook.is_set()  # the shutdown hooks still ran
+    finally:
+        released.set()  # let the stubborn task end, so that the test's loop can close

@@ -5,15 +5,19 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
 
-from continuum_runtime.config import TLSSettings
+from continuum_runtime.auth import service_token
+from continuum_runtime.config import ServiceSettings, TLSSettings
 from continuum_runtime.deadlines import outbound_timeout
 from continuum_runtime.telemetry import grpc_client_interceptors
 
 TokenSource = Callable[[], str]
+M = TypeVar("M", bound=Message)
 
 if TYPE_CHECKING:
     _UU = grpc.aio.UnaryUnaryClientInterceptor[Any, Any]
@@ -129,9 +133,12 @@ def _stream_details(details: Any, token: TokenSource | None) -> grpc.aio.ClientC
     )
 
 
-# Retry UNAVAILABLE only (the call never reached a handler or the server is restarting).
+# Round robin over every address the target resolves to (a headless Service's pods), so
+# that calls spread across replicas instead of sticking to the first one; retry
+# UNAVAILABLE only (the call never reached a handler or the server is restarting).
 _SERVICE_CONFIG = json.dumps(
     {
+        "loadBalancingConfig": [{"round_robin": {}}],
         "methodConfig": [
             {
                 "name": [{}],
@@ -200,3 +207,38 @@ def channel_credentials(tls: TLSSettings) -> grpc.ChannelCredentials:
     return grpc.ssl_channel_credentials(
         root_certificates=root, private_key=key, certificate_chain=cert
     )
+
+
+def service_channel(settings: ServiceSettings, target: str) -> grpc.aio.Channel:
+    """A channel from this service to another: its own service token (re-minted before it
+    expires), its TLS settings and its default deadline and margin."""
+    token = CachedToken(
+        lambda: service_token(settings.auth, settings.service_name), ttl_s=24 * 3600.0
+    )
+    return create_channel(
+        target,
+        token=token,
+        tls=settings.tls,
+        default_deadline_s=settings.default_deadline_s,
+        deadline_margin_s=settings.deadline_margin_s,
+    )
+
+
+def error_detail(err: grpc.aio.AioRpcError, message_type: type[M]) -> M | None:
+    """The first detail of type ``message_type`` in a failed call's rich status, if any
+    (e.g. inventory's ReservationFailure, or google.rpc.ErrorInfo)."""
+    trailing: Any = err.trailing_metadata() or ()
+    for key, value in trailing:
+        if key != "grpc-status-details-bin" or not isinstance(value, bytes):
+            continue
+        for detail in status_pb2.Status.FromString(value).details:
+            found = message_type()
+            if detail.Unpack(found):
+                return found
+    return None
+
+
+def error_reason(err: grpc.aio.AioRpcError) -> str:
+    """The ErrorInfo reason of a failed call ("" when it carries none)."""
+    info = error_detail(err, error_details_pb2.ErrorInfo)
+    return info.reason if info is not None else ""

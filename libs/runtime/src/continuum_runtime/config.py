@@ -63,6 +63,9 @@ class DatabaseSettings(BaseModel):
     # checkout, and a connection that died with the server fails its statement (the call
     # gets UNAVAILABLE) and invalidates the pool, so the next call reconnects.
     pre_ping: bool = False
+    # Connections of the driver-level pool that serves the hottest one-statement reads
+    # (Database.fetch), next to the SQLAlchemy pool.
+    read_pool_size: int = 5
 
 
 class EventSettings(BaseModel):

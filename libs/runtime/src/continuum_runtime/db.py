@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
+import asyncpg
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -15,7 +20,10 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from continuum_runtime.config import DatabaseSettings
+from continuum_runtime.embedded import to_asyncpg_dsn
 from continuum_runtime.telemetry import instrument_engine
+
+_tracer = trace.get_tracer("continuum_runtime.db")
 
 
 class Database:
@@ -45,6 +53,9 @@ class Database:
         )
         instrument_engine(self.engine)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._settings = cfg
+        self._read_pool: asyncpg.Pool | None = None
+        self._read_pool_lock = asyncio.Lock()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -59,9 +70,42 @@ class Database:
         async with self.engine.connect() as conn:
             yield await conn.execution_options(isolation_level="AUTOCOMMIT")
 
+    async def fetch(self, span_name: str, sql: str, *args: Any) -> list[Any]:
+        """One read statement on a pooled asyncpg connection (autocommit), inside a span of
+        its own: for the hottest reads, without SQLAlchemy's checkout and execution layers
+        (about a third of the cost of ``reader()``). ``sql`` uses
+        $1, $2 ... placeholders. A database outage raises the driver's connection errors,
+        which callers see as UNAVAILABLE; the pool reconnects on the next call."""
+        pool = self._read_pool or await self._open_read_pool()
+        with _tracer.start_as_current_span(
+            span_name, kind=SpanKind.CLIENT, attributes={"db.system": "postgresql"}
+        ):
+            async with pool.acquire(timeout=self._settings.pool_timeout_s) as conn:
+                rows: list[Any] = await conn.fetch(sql, *args)
+        return rows
+
+    async def _open_read_pool(self) -> asyncpg.Pool:
+        async with self._read_pool_lock:
+            if self._read_pool is None:
+                cfg = self._settings
+                self._read_pool = await asyncpg.create_pool(
+                    to_asyncpg_dsn(self.url),
+                    min_size=1,
+                    max_size=cfg.read_pool_size,
+                    timeout=cfg.connect_timeout_s,
+                    server_settings={
+                        "statement_timeout": str(cfg.statement_timeout_ms),
+                        "application_name": "continuum",
+                    },
+                )
+            return self._read_pool
+
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
+        if self._read_pool is not None:
+            await self._read_pool.close()
+            self._read_pool = None
         await self.engine.dispose()

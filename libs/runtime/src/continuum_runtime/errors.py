@@ -177,6 +177,10 @@ def is_dependency_outage(exc: BaseException) -> bool:
             | asyncpg.exceptions.ConnectionDoesNotExistError
             | asyncpg.exceptions.InterfaceError
             | asyncpg.exceptions.TooManyConnectionsError
+            # The server ended the session (restart, failover, pg_terminate_backend), or
+            # the driver found a pooled connection broken mid-protocol by that.
+            | asyncpg.exceptions.AdminShutdownError
+            | asyncpg.exceptions.InternalClientError
             | redis_errors.ConnectionError
             | redis_errors.TimeoutError
             | redis_errors.BusyLoadingError,

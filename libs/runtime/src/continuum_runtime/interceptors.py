@@ -70,7 +70,10 @@ def field_violations(message: Message) -> list[FieldViolation]:
     for violation in _validator.collect_violations(message):
         proto: Any = violation.proto
         path = []
-        for element in proto.field.elements:
+        # A rule on a whole message (a CEL expression across fields) has no field path of
+        # its own at the top level; the description says which fields it concerns.
+        elements = proto.field.elements if proto.field is not None else ()
+        for element in elements:
             name = element.field_name
             subscript = element.subscript  # a oneof: index, bool/int/uint/string key
             if subscript is not None:
@@ -102,6 +105,17 @@ async def abort_with(context: grpc.aio.ServicerContext[Any, Any], error: DomainE
     )
 
 
+# Codes of a failed call to another service that mean "not now" rather than "wrong".
+DOWNSTREAM_OUTAGE_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.CANCELLED,
+    }
+)
+
+
 def _as_domain_error(exc: BaseException, method: str) -> DomainError:
     """Map an exception escaping a handler to the error the caller sees."""
     from continuum_runtime.errors import DeadlineExceeded, Unavailable
@@ -113,6 +127,13 @@ def _as_domain_error(exc: BaseException, method: str) -> DomainError:
     if is_dependency_outage(exc):
         log.warning("dependency unavailable in %s: %s", method, type(exc).__name__)
         return Unavailable("a dependency is unavailable; retry later")
+    if isinstance(exc, grpc.aio.AioRpcError) and exc.code() in DOWNSTREAM_OUTAGE_CODES:
+        # Another service did not answer in time or at all: the caller may retry.
+        log.warning("downstream %s in %s: %s", exc.code().name, method, exc.details())
+        return Unavailable(
+            "a service this call depends on is unavailable; retry later",
+            reason="DEPENDENCY_UNAVAILABLE",
+        )
     log.error("unhandled error in %s", method, exc_info=exc)
     internal = DomainError("internal error", reason="INTERNAL")
     internal.code = grpc.StatusCode.INTERNAL

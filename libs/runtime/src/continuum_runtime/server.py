@@ -11,7 +11,7 @@ grace period.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import io
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
@@ -60,6 +60,10 @@ def server_credentials(tls: TLSSettings) -> grpc.ServerCredentials:
         root_certificates=ca,
         require_client_auth=tls.require_client_cert,
     )
+
+
+# How long drain waits for each background task to stop, and for each shutdown hook.
+STOP_TIMEOUT_S = 5.0
 
 
 class ServiceServer:
@@ -170,12 +174,16 @@ class ServiceServer:
         await self._server.stop(grace)
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if self._tasks:
+            # A task that swallows its cancellation must not hold shutdown hostage.
+            _, stuck = await asyncio.wait(self._tasks, timeout=STOP_TIMEOUT_S)
+            for task in stuck:
+                where = io.StringIO()
+                task.print_stack(file=where)
+                log.error("background task %s did not stop: %s", task.get_name(), where.getvalue())
         for hook in self.spec.on_stop:
             try:
-                await hook()
+                await asyncio.wait_for(hook(), timeout=STOP_TIMEOUT_S)
             except Exception:
                 log.warning("shutdown hook failed", exc_info=True)
         self._stopped.set()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +21,9 @@ import redis.asyncio as aioredis
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pydantic import SecretStr
 
+from continuum_runtime.app import ServiceContext, open_context
 from continuum_runtime.auth import PrincipalKind, issue_token
-from continuum_runtime.config import AuthSettings
+from continuum_runtime.config import AuthSettings, ServiceSettings
 from continuum_runtime.db import Database
 from continuum_runtime.embedded import (
     drop_database,
@@ -29,6 +31,7 @@ from continuum_runtime.embedded import (
     ensure_database,
     with_database,
 )
+from continuum_runtime.server import ServiceServer
 from continuum_runtime.telemetry import setup_telemetry
 
 
@@ -80,13 +83,40 @@ def spans(span_exporter: InMemorySpanExporter) -> InMemorySpanExporter:
     return span_exporter
 
 
+@asynccontextmanager
+async def fresh_database(test_stores: TestStores, prefix: str = "t") -> AsyncIterator[str]:
+    """A new, empty database on the test server (for a second service in a test), dropped
+    afterwards."""
+    url = with_database(test_stores.postgres_url, f"{prefix}_{uuid.uuid4().hex[:16]}")
+    await ensure_database(url)
+    try:
+        yield url
+    finally:
+        await drop_database(url)
+
+
+@asynccontextmanager
+async def serving(
+    settings: ServiceSettings,
+    migrations: Path,
+    make_server: Callable[[ServiceContext], ServiceServer],
+) -> AsyncIterator[tuple[ServiceServer, ServiceContext]]:
+    """A service in-process on loopback (``settings.port`` 0 picks a free port): migrated,
+    started, and drained afterwards."""
+    ctx = await open_context(settings, migrations)
+    server = make_server(ctx)
+    await server.start()
+    try:
+        yield server, ctx
+    finally:
+        await server.drain(grace_s=0.5)
+
+
 @pytest_asyncio.fixture
 async def database_url(test_stores: TestStores) -> AsyncIterator[str]:
     """A new, empty database for this test; dropped afterwards."""
-    url = with_database(test_stores.postgres_url, f"t_{uuid.uuid4().hex[:16]}")
-    await ensure_database(url)
-    yield url
-    await drop_database(url)
+    async with fresh_database(test_stores) as url:
+        yield url
 
 
 @pytest_asyncio.fixture

@@ -12,21 +12,13 @@ from continuum_identity import graph, store
 from continuum_identity.identifiers import NormalizedIdentifier
 from continuum_identity.repair import root_of, to_customer
 from continuum_identity.resolver import NonMerge
-from continuum_runtime.errors import FieldViolation, InvalidArgument
+from continuum_runtime.paging import bad_page_token as bad_token
 
 DEFAULT_PAGE, MAX_PAGE = 100, 1000
 
 
 def page_size(requested: int) -> int:
     return min(requested or DEFAULT_PAGE, MAX_PAGE)
-
-
-def bad_token(field: str = "page_token") -> InvalidArgument:
-    return InvalidArgument(
-        "page_token is not one this server issued",
-        reason="INVALID_PAGE_TOKEN",
-        violations=[FieldViolation(field, "not a token from a previous page")],
-    )
 
 
 def link_message(link: store.LinkRow, idents: dict[int, store.IdentifierRow]) -> res.Link:

@@ -151,6 +151,14 @@ class Resolver:
         self._rules = (time.monotonic(), compiled)
         return compiled
 
+    async def current_rules(self) -> Rules:
+        """The rules in force, read from the database only when the cached copy is stale."""
+        cached = self._rules
+        if cached is not None and time.monotonic() - cached[0] < RULES_TTL_S:
+            return cached[1]
+        async with self.db.reader() as conn:
+            return await self.rules(conn)
+
     def forget_cached_rules(self) -> None:
         self._rules = None
         self._model = None
@@ -190,18 +198,17 @@ class Resolver:
         if request.target_customer_id is None:
             # The hot path: one read, no transaction. Known identifiers of one customer, a
             # lookup, or a replayed request id answer from here.
-            async with self.db.reader() as conn:
-                rows, earlier = await store.quick_lookup(
-                    conn,
-                    keys,
-                    idem.method if idem else "",
-                    idem.key if idem else "",
-                )
-                if earlier is not None and idem is not None and not request.lookup_only:
-                    return idem.replay(*earlier)
-                quick = await self._read_only(conn, request, rows)
-                if quick is not None:
-                    return quick
+            rows, earlier = await store.quick_lookup(
+                self.db,
+                keys,
+                idem.method if idem else "",
+                idem.key if idem else "",
+            )
+            if earlier is not None and idem is not None and not request.lookup_only:
+                return idem.replay(*earlier)
+            quick = await self._read_only(request, rows)
+            if quick is not None:
+                return quick
         # A customer this request touches can be merged away between the read and the
         # lock; then the transaction ends and the request starts again on the new graph.
         for attempt in range(MAX_ATTEMPTS):
@@ -227,7 +234,7 @@ class Resolver:
         )
 
     async def _read_only(
-        self, conn: AsyncConnection, request: ResolveInput, rows: list[store.QuickRow]
+        self, request: ResolveInput, rows: list[store.QuickRow]
     ) -> svc.Resolution | None:
         by_key = {r.key: r for r in rows}
         decision = _Decision()
@@ -242,7 +249,7 @@ class Resolver:
                     outcome=Outcome.RESOLVE_OUTCOME_NOT_FOUND,
                     rejected_identifiers=decision.rejections,
                 )
-            rules = await self.rules(conn)
+            rules = await self.current_rules()
             best = max(known, key=lambda r: (rules.priority(r.key[0]), r.customer_id or ""))
             return svc.Resolution(
                 customer_id=best.customer_id or "",

@@ -28,6 +28,7 @@ from continuum_runtime.errors import (
     InvalidArgument,
     NotFound,
 )
+from continuum_runtime.paging import bad_page_token
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["IdentityService"].full_name
 RULE_PATHS = {"type_rules", "shared_value_detection", "match_thresholds"}
@@ -277,7 +278,7 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
     ) -> pb.ListBlockedValuesResponse:
         size = queries.page_size(request.page_size)
         if request.page_token and not request.page_token.startswith("blk_"):
-            raise queries.bad_token()
+            raise bad_page_token()
         async with self.db.transaction() as session:
             rows = await store.list_blocked(
                 session,

@@ -187,6 +187,7 @@ class EventConsumer:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                raise_if_cancelling()  # a cancel the driver turned into its own error
                 span.record_exception(exc)
                 span.set_status(trace.Status(trace.StatusCode.ERROR))
                 log.warning(
@@ -226,6 +227,8 @@ class EventConsumer:
         """Consume until cancelled; survives database and Redis outages."""
         backoff = 0.1
         while True:
+            # A cancel swallowed anywhere below (a driver's error, a handler) still stops us.
+            raise_if_cancelling()
             try:
                 await self.poll_once()
                 backoff = 0.1

@@ -25,6 +25,9 @@ def stream_key(namespace: str, producer: str) -> str:
     return f"{namespace}:events:{producer}"
 
 
+_PENDING_SQL = "SELECT EXISTS (SELECT 1 FROM outbox WHERE published_at IS NULL)"
+
+
 class OutboxRelay:
     """Publishes committed outbox rows to Redis Streams and marks them published.
 
@@ -52,6 +55,11 @@ class OutboxRelay:
 
     async def publish_pending(self) -> int:
         """Publish one batch of unpublished events; returns how many were published."""
+        # The idle poll is one indexed read on the driver-level pool; the locked
+        # transaction runs only when there is something to publish.
+        pending = await self._db.fetch("SELECT outbox.pending", _PENDING_SQL)
+        if not pending[0][0]:
+            return 0
         async with self._db.transaction() as session:
             locked = (await session.execute(_RELAY_LOCK)).scalar_one()
             if not locked:
@@ -96,6 +104,7 @@ class OutboxRelay:
         """Relay until cancelled; survives database and Redis outages."""
         backoff = self._settings.relay_poll_interval_s
         while True:
+            raise_if_cancelling()  # a cancel swallowed below still stops the relay
             try:
                 published = await self.publish_pending()
                 backoff = self._settings.relay_poll_interval_s
