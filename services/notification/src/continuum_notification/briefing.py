@@ -8,6 +8,9 @@ Order of work, all bounded by the budget's end:
    sizes of the same products), complements in stock here and the next best actions start
    together; nearby stock is asked for the items that are low or out here.
 
+Other sizes ("sizes") and nearby stores ("nearby_stock") are niceties: when they fail, the
+items keep their own counts here and those parts are listed as missing.
+
 A part that fails or is late is listed in ``missing_parts`` with the service, the status
 code and the reason (unavailable, timeout, not found); everything else is kept. When the
 profile says the customer did not agree to be recognised, the other parts are cancelled
@@ -254,9 +257,16 @@ class Availability:
         self._deps = deps
         self._store = store_id
         self._deadline = deadline
+        # Parts that are niceties (other sizes, nearby stores): when they fail, the items'
+        # own counts still show and the briefing names what is missing.
+        self.missing: list[partial_pb2.MissingPart] = []
 
     def _left(self) -> float:
         return self._deadline - time.monotonic()
+
+    def _note(self, failed: PartFailed) -> None:
+        if all(m.part != failed.missing.part for m in self.missing):
+            self.missing.append(failed.missing)
 
     async def _check(self, skus: Sequence[str]) -> dict[str, inv_res.SkuAvailability]:
         found: dict[str, inv_res.SkuAvailability] = {}
@@ -281,7 +291,7 @@ class Availability:
             return cached
         try:
             answer = await part(
-                "availability",
+                "sizes",
                 INVENTORY,
                 self._deps.inventory.ListItems(
                     inv_pb.ListItemsRequest(
@@ -293,15 +303,16 @@ class Availability:
                 ),
                 self._left(),
             )
-        except PartFailed:
-            return []  # sizes are a nicety: the item's own count still shows
+        except PartFailed as failed:
+            self._note(failed)
+            return []
         items = list(answer.items)
         self._deps.cache_product(product_id, items)
         return items
 
     async def _nearby(self, skus: Sequence[str]) -> dict[str, list[res.NearbyAvailability]]:
         answer = await part(
-            "availability",
+            "nearby_stock",
             INVENTORY,
             self._deps.inventory.FindNearbyStock(
                 inv_pb.FindNearbyStockRequest(
@@ -351,8 +362,9 @@ class Availability:
             if extra_skus:
                 try:
                     extra = await self._check(extra_skus)
-                except PartFailed:
-                    extra = {}
+                except PartFailed as failed:
+                    failed.missing.part = "sizes"
+                    self._note(failed)
         low = [
             sku
             for sku in skus
@@ -368,8 +380,8 @@ class Availability:
         if low:
             try:
                 nearby = await self._nearby(low)
-            except PartFailed:
-                nearby = {}  # alternatives are a nicety
+            except PartFailed as failed:
+                self._note(failed)
         counts = {**extra, **own}
         by_product: dict[tuple[str, str], list[tuple[str, str]]] = {}
         for group in sibling_lists:
@@ -519,6 +531,8 @@ async def assemble(
                 )
         elif isinstance(avail_r[0], BaseException):
             raise avail_r[0]
+        else:
+            out.missing.extend(availability.missing)
         if comp_t is not None:
             comp_r = (await asyncio.gather(comp_t, return_exceptions=True))[0]
             if isinstance(comp_r, PartFailed):
