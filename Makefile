@@ -39,7 +39,7 @@ proto: build/.proto
 lint: proto
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy libs/runtime/src services bench scripts
+	$(BIN)/mypy libs/runtime/src libs/sdk/src libs/cli/src services bench scripts
 	$(BIN)/buf format --diff --exit-code proto
 	$(BIN)/buf lint build/continuum.binpb --path continuum
 	@if git cat-file -e $(BREAKING_AGAINST):proto 2>/dev/null; then \
