@@ -60,7 +60,7 @@ class _AsyncMethod:
 
     def __call__(self, request: Any, **kwargs: Any) -> Any:
         kwargs["metadata"] = _metadata(self._config, kwargs.get("metadata"))
-        if self._kind in ("unary_unary", "stream_unary") and kwargs.get("timeout") is None:
+        if self._kind == "unary_unary" and kwargs.get("timeout") is None:
             kwargs["timeout"] = self._config.deadline_s
         if self._kind == "unary_stream":
             return AsyncFeed(self._callable(request, **kwargs), self._name)
@@ -99,7 +99,7 @@ class _SyncMethod:
 
     def __call__(self, request: Any, **kwargs: Any) -> Any:
         kwargs["metadata"] = _metadata(self._config, kwargs.get("metadata"))
-        if self._kind in ("unary_unary", "stream_unary") and kwargs.get("timeout") is None:
+        if self._kind == "unary_unary" and kwargs.get("timeout") is None:
             kwargs["timeout"] = self._config.deadline_s
         if self._kind == "unary_stream":
             return SyncFeed(self._callable(request, **kwargs), self._name)
