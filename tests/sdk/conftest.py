@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest_asyncio
+import redis.asyncio as aioredis
 from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
 from google.type import latlng_pb2
 from pydantic import SecretStr
@@ -65,7 +66,7 @@ CATALOGUE: dict[str, tuple[str, str, str, str, int]] = {
     "SHOE-39": ("shoe", "Aria runner", "black", "39", 8900),
     "BAG-1": ("bag", "Leather tote", "black", "", 12900),
 }
-STOCK = [("SHOE-38", STORE_1, 3), ("SHOE-39", STORE_1, 2), ("BAG-1", STORE_1, 2)]
+STOCK = [("SHOE-38", STORE_1, 50), ("SHOE-39", STORE_1, 2), ("BAG-1", STORE_1, 50)]
 STOCK += [("SHOE-38", "wh-1", 50), ("SHOE-39", "wh-1", 50), ("BAG-1", "wh-1", 50)]
 
 
@@ -237,97 +238,101 @@ async def suite(
         "port": 0,
         "events": FAST_EVENTS,
     }
-    async with AsyncExitStack() as stack:
-        urls = {
-            name: await stack.enter_async_context(fresh_database(test_stores, f"sdk{name[:3]}"))
-            for name in ("identity", "inventory", "profile", "cart", "notification")
-        }
-        identity, _ = await stack.enter_async_context(
-            serving(
-                IdentitySettings(
-                    database_url=SecretStr(urls["identity"]),
-                    identifier_key=SecretStr("sdk-tests-identity-key"),
-                    **common,
-                ),
-                IDENTITY_MIGRATIONS,
-                make_identity,
-            )
-        )
-        inventory, _ = await stack.enter_async_context(
-            serving(
-                InventorySettings(database_url=SecretStr(urls["inventory"]), **common),
-                INVENTORY_MIGRATIONS,
-                make_inventory,
-            )
-        )
-        profile, _ = await stack.enter_async_context(
-            serving(
-                ProfileSettings(
-                    database_url=SecretStr(urls["profile"]),
-                    identity_target=target(identity),
-                    derive=DeriveSettings(
-                        delay_s=0.0, poll_interval_s=0.05, publish_interval_s=0.0
+    try:
+        async with AsyncExitStack() as stack:
+            urls = {
+                name: await stack.enter_async_context(fresh_database(test_stores, f"sdk{name[:3]}"))
+                for name in ("identity", "inventory", "profile", "cart", "notification")
+            }
+            identity, _ = await stack.enter_async_context(
+                serving(
+                    IdentitySettings(
+                        database_url=SecretStr(urls["identity"]),
+                        identifier_key=SecretStr("sdk-tests-identity-key"),
+                        **common,
                     ),
-                    **common,
-                ),
-                PROFILE_MIGRATIONS,
-                make_profile,
+                    IDENTITY_MIGRATIONS,
+                    make_identity,
+                )
             )
-        )
-        cart, _ = await stack.enter_async_context(
-            serving(
-                CartSettings(
-                    database_url=SecretStr(urls["cart"]),
-                    inventory_target=target(inventory),
-                    item_cache_ttl_s=0.0,
-                    abandon_after_s=3600.0,
-                    abandon_check_interval_s=3600.0,
-                    **common,
-                ),
-                CART_MIGRATIONS,
-                make_cart,
+            inventory, _ = await stack.enter_async_context(
+                serving(
+                    InventorySettings(database_url=SecretStr(urls["inventory"]), **common),
+                    INVENTORY_MIGRATIONS,
+                    make_inventory,
+                )
             )
-        )
-        notification_settings = NotificationSettings(
-            database_url=SecretStr(urls["notification"]),
-            identity_target=target(identity),
-            profile_target=target(profile),
-            cart_target=target(cart),
-            inventory_target=target(inventory),
-            recommendation_target=f"127.0.0.1:{free_port()}",
-            send_interval_s=0.05,
-            maintenance_interval_s=0.2,
-            sender=SenderSettings(
-                kind="file", file_path=Path(tmp_path_factory.mktemp("sdk")) / "messages.jsonl"
-            ),
-            **common,
-        )
-        notification_cm = serving(notification_settings, NOTIFICATION_MIGRATIONS, make_notification)
-        notification, _ = await notification_cm.__aenter__()
-        suite = Suite(
-            auth=auth_settings,
-            targets={
-                "identity": target(identity),
-                "inventory": target(inventory),
-                "profile": target(profile),
-                "cart": target(cart),
-                "notification": target(notification),
-                "recommendation": notification_settings.recommendation_target,
-            },
-            notification_settings=notification_settings,
-            notification=notification,
-            _notification_cm=notification_cm,
-        )
-        try:
-            async with AsyncContinuum(suite.config(suite.token(kind=PrincipalKind.SERVICE))) as cx:
-                await _seed(cx)
-            yield suite
-        finally:
-            await suite._notification_cm.__aexit__(None, None, None)
-            from redis.asyncio import from_url
-
-            client = from_url(test_stores.redis_url)
-            keys = [key async for key in client.scan_iter(match=f"{namespace}:*")]
-            if keys:
-                await client.delete(*keys)
-            await client.aclose()
+            profile, _ = await stack.enter_async_context(
+                serving(
+                    ProfileSettings(
+                        database_url=SecretStr(urls["profile"]),
+                        identity_target=target(identity),
+                        derive=DeriveSettings(
+                            delay_s=0.0, poll_interval_s=0.05, publish_interval_s=0.0
+                        ),
+                        **common,
+                    ),
+                    PROFILE_MIGRATIONS,
+                    make_profile,
+                )
+            )
+            cart, _ = await stack.enter_async_context(
+                serving(
+                    CartSettings(
+                        database_url=SecretStr(urls["cart"]),
+                        inventory_target=target(inventory),
+                        item_cache_ttl_s=0.0,
+                        abandon_after_s=3600.0,
+                        abandon_check_interval_s=3600.0,
+                        **common,
+                    ),
+                    CART_MIGRATIONS,
+                    make_cart,
+                )
+            )
+            notification_settings = NotificationSettings(
+                database_url=SecretStr(urls["notification"]),
+                identity_target=target(identity),
+                profile_target=target(profile),
+                cart_target=target(cart),
+                inventory_target=target(inventory),
+                recommendation_target=f"127.0.0.1:{free_port()}",
+                send_interval_s=0.05,
+                maintenance_interval_s=0.2,
+                sender=SenderSettings(
+                    kind="file", file_path=Path(tmp_path_factory.mktemp("sdk")) / "messages.jsonl"
+                ),
+                **common,
+            )
+            notification_cm = serving(
+                notification_settings, NOTIFICATION_MIGRATIONS, make_notification
+            )
+            notification, _ = await notification_cm.__aenter__()
+            suite = Suite(
+                auth=auth_settings,
+                targets={
+                    "identity": target(identity),
+                    "inventory": target(inventory),
+                    "profile": target(profile),
+                    "cart": target(cart),
+                    "notification": target(notification),
+                    "recommendation": notification_settings.recommendation_target,
+                },
+                notification_settings=notification_settings,
+                notification=notification,
+                _notification_cm=notification_cm,
+            )
+            try:
+                async with AsyncContinuum(
+                    suite.config(suite.token(kind=PrincipalKind.SERVICE))
+                ) as cx:
+                    await _seed(cx)
+                yield suite
+            finally:
+                await suite._notification_cm.__aexit__(None, None, None)
+    finally:
+        client = aioredis.from_url(test_stores.redis_url)
+        keys = [key async for key in client.scan_iter(match=f"{namespace}:*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()

@@ -179,14 +179,16 @@ async def test_attempts_are_bounded_and_unavailable_is_raised_typed() -> None:
 async def test_retry_budget_stops_retries_when_spent() -> None:
     # 4 tokens: a failure costs one, and retries stop once no more than half are left.
     budget = fast_retries(max_attempts=5, budget_max_tokens=4, budget_token_ratio=0.1)
-    async with scripted("unavailable") as (servicer, where):
-        async with AsyncContinuum(ClientConfig(targets={"cart": where}, retry=budget)) as cx:
-            with pytest.raises(e.Unavailable):
-                await cx.cart.GetCart(cart_pb.GetCartRequest(cart_id="x"))
-            first_call = servicer.attempts
-            with pytest.raises(e.Unavailable):
-                await cx.cart.GetCart(cart_pb.GetCartRequest(cart_id="x"))
-            second_call = servicer.attempts - first_call
+    async with (
+        scripted("unavailable") as (servicer, where),
+        AsyncContinuum(ClientConfig(targets={"cart": where}, retry=budget)) as cx,
+    ):
+        with pytest.raises(e.Unavailable):
+            await cx.cart.GetCart(cart_pb.GetCartRequest(cart_id="x"))
+        first_call = servicer.attempts
+        with pytest.raises(e.Unavailable):
+            await cx.cart.GetCart(cart_pb.GetCartRequest(cart_id="x"))
+        second_call = servicer.attempts - first_call
     assert 1 < first_call < 5  # retried, but not all five attempts
     assert second_call == 1  # the budget is spent: no retry at all
 
