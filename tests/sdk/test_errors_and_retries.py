@@ -7,7 +7,7 @@ answering from a script) so that a test decides exactly what each attempt gets.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -98,8 +98,6 @@ async def test_token_provider_is_asked_per_call(suite: Suite) -> None:
 
 # --- a stand-in CartService for deadlines and retries ---------------------------------
 
-Step = Callable[[grpc.aio.ServicerContext], Any]
-
 
 class ScriptedCart(cart_grpc.CartServiceServicer):
     """GetCart answers from ``script`` (one step per attempt; the last one repeats)."""
@@ -122,7 +120,7 @@ class ScriptedCart(cart_grpc.CartServiceServicer):
 
 @asynccontextmanager
 async def scripted(*script: str) -> AsyncIterator[tuple[ScriptedCart, str]]:
-    servicer = ScriptedCart(list(script))
+    servicer = ScriptedCart(list(script))  # type: ignore[abstract]
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     cart_grpc.add_CartServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
