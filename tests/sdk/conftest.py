@@ -111,9 +111,6 @@ class Suite:
         out = {k: v for k, v in os.environ.items() if not k.startswith("CONTINUUM_")}
         out.update({f"CONTINUUM_{name.upper()}_TARGET": t for name, t in self.targets.items()})
         out["CONTINUUM_TOKEN"] = self.token(kind=PrincipalKind.SERVICE)
-        out["PYTHONPATH"] = os.pathsep.join(
-            [str(ROOT / "libs" / "sdk" / "src"), str(ROOT / "libs" / "contracts" / "src")]
-        )
         return out
 
     async def restart_notification(self) -> None:

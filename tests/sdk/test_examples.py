@@ -1,10 +1,14 @@
 """Every example in examples/sdk runs, as a separate process, against the suite: the
 documented examples are proven to work. Each reads its targets and token from the
-environment (``ClientConfig.from_env()``)."""
+environment (``ClientConfig.from_env()``).
+
+``CONTINUUM_SDK_EXAMPLE_PYTHON`` runs them with another interpreter, e.g. one of a virtual
+environment with the SDK installed at its dependency floors (see docs/sdk.md)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from pathlib import Path
 
@@ -12,6 +16,7 @@ import pytest
 
 from .conftest import ROOT, STORE_1, Suite
 
+PYTHON = os.environ.get("CONTINUUM_SDK_EXAMPLE_PYTHON") or sys.executable
 EXAMPLES = sorted((ROOT / "examples" / "sdk").glob("*.py"))
 # What each example prints when it worked.
 EXPECTED = {
@@ -35,7 +40,7 @@ async def test_example_runs(suite: Suite, example: Path) -> None:
         CONTINUUM_EXAMPLE_STORE=STORE_1,
     )
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
+        PYTHON,
         str(example),
         env=env,
         cwd=ROOT,

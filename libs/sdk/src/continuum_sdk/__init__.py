@@ -11,6 +11,14 @@ Helpers for the common flows sit on the same objects: ``cx.resolve(...)``,
 :mod:`continuum_sdk.identifiers`, behavioural events with :class:`EventBuilder`.
 """
 
+try:  # the contracts' generated code: a clear message when a wheel was built without it
+    from continuum.common.v1 import identifier_pb2 as _identifier_pb2  # noqa: F401
+except ModuleNotFoundError as missing:  # pragma: no cover - a packaging mistake
+    raise ImportError(
+        "continuum-contracts is installed without its generated code: run `make proto` in"
+        " the repository, then reinstall libs/contracts"
+    ) from missing
+
 from continuum_sdk.carts import AsyncCarts, Carts, customer, guest, pickup, ship
 from continuum_sdk.client import AsyncContinuum, Continuum
 from continuum_sdk.config import ClientConfig, RetryConfig, TLSConfig

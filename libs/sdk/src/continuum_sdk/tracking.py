@@ -215,8 +215,9 @@ class AsyncTracker:
     ``async with cx.tracker() as tracker: await tracker.track(event)``; leaving the block
     flushes what is left. ``max_batch`` (1 to 1,000) events fill a batch; the background
     flush runs every ``flush_interval_s`` (None: only on size, flush and close);
-    ``max_buffer`` bounds the events kept while the service cannot be reached (``track``
-    then flushes first and raises if that fails).
+    when a size-triggered send fails transiently, ``track`` keeps the events and returns,
+    until more than ``max_buffer`` are waiting: then it raises the error (any other error
+    is raised at once, and that batch is dropped; see ``last_error``).
     """
 
     def __init__(
@@ -262,8 +263,8 @@ class AsyncTracker:
         if self.pending >= self._buffer.max_batch:
             try:
                 await self.flush(full_batches_only=True)
-            except ContinuumError:
-                if self.pending > self._buffer.max_buffer:
+            except ContinuumError as err:
+                if err.code not in TRANSIENT or self.pending > self._buffer.max_buffer:
                     raise
                 # Kept for the next flush; the timer or the caller will try again.
 
@@ -389,8 +390,8 @@ class Tracker:
                 return
             try:
                 self.flush(full_batches_only=True)
-            except ContinuumError:
-                if len(self._buffer.events) > self._buffer.max_buffer:
+            except ContinuumError as err:
+                if err.code not in TRANSIENT or len(self._buffer.events) > self._buffer.max_buffer:
                     raise
 
     def flush(self, *, full_batches_only: bool = False) -> TrackResult:
