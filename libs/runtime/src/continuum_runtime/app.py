@@ -22,7 +22,7 @@ from continuum_runtime.events import OutboxRelay
 from continuum_runtime.logs import configure_logging
 from continuum_runtime.migrations import upgrade
 from continuum_runtime.server import ServerSpec, ServiceServer
-from continuum_runtime.telemetry import setup_telemetry
+from continuum_runtime.telemetry import setup_telemetry, shutdown_telemetry
 
 log = logging.getLogger(__name__)
 
@@ -114,4 +114,7 @@ def main(
         server = make_server(ctx)
         await server.serve(on_ready=lambda port: log.info("ready", extra={"port": port}))
 
-    asyncio.run(migrate() if args.command == "migrate" else serve())
+    try:
+        asyncio.run(migrate() if args.command == "migrate" else serve())
+    finally:
+        shutdown_telemetry()

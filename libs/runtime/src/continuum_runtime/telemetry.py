@@ -10,6 +10,7 @@ instrumentation. Health checks make no spans.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry import propagate, trace
@@ -61,6 +62,14 @@ def setup_telemetry(
         return _provider
 
 
+def shutdown_telemetry() -> None:
+    """Export what is still queued and stop the exporter (a service's last step, so the
+    spans of its final seconds, drain included, are not lost)."""
+    with _lock:
+        if _provider is not None:
+            _provider.shutdown()
+
+
 def in_memory_exporter() -> InMemorySpanExporter:
     return InMemorySpanExporter()
 
@@ -105,6 +114,24 @@ def inject_context() -> dict[str, str]:
 
 def extract_context(carrier: dict[str, str]) -> Any:
     return propagate.extract(carrier)
+
+
+def current_traceparent() -> str:
+    """The current span's W3C ``traceparent`` ('' outside a span), to keep with a record
+    whose later processing should link back to the work that last changed it."""
+    return inject_context().get("traceparent", "")
+
+
+def links_to(carrier: Mapping[str, str]) -> list[trace.Link]:
+    """A span link to the context in ``carrier`` (W3C headers), or none if it holds none.
+
+    For work that a record's earlier change caused but that runs later in a trace of its
+    own (a detector, a scheduled job): a link, not a parent, so no trace spans the wait.
+    """
+    if not carrier.get("traceparent"):
+        return []
+    context = trace.get_current_span(propagate.extract(dict(carrier))).get_span_context()
+    return [trace.Link(context)] if context.is_valid else []
 
 
 def tracer(name: str) -> trace.Tracer:

@@ -5,6 +5,11 @@ The state lives in the carts table, so the detector survives restarts; each pass
 due carts with ``FOR UPDATE SKIP LOCKED`` in one transaction with their events, so several
 replicas share the work and never mark (or announce) one cart twice. Any owner mutation
 makes the cart ACTIVE again, and a later idle period announces it again.
+
+Tracing: each cart's abandonment is a trace of its own (span ``cart.abandon``) with a span
+link to the trace of the cart's last change (its ``traceparent`` column); the event
+carries the abandonment span's context, so what consumers do with it (notification's
+reminder) continues that trace.
 """
 
 from __future__ import annotations
@@ -13,13 +18,17 @@ import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 
+from opentelemetry import context, trace
+
 from continuum.cart.v1 import cart_resources_pb2 as res
 from continuum_cart import publish, store
 from continuum_cart.domain import ts
 from continuum_runtime.db import Database
 from continuum_runtime.tasks import raise_if_cancelling
+from continuum_runtime.telemetry import links_to
 
 log = logging.getLogger(__name__)
+_tracer = trace.get_tracer("continuum_cart.abandonment")
 
 
 class AbandonmentDetector:
@@ -36,11 +45,17 @@ class AbandonmentDetector:
         while True:
             async with self._db.transaction() as session:
                 carts = await store.claim_idle_carts(session, at - self._idle, self._batch)
-                for cart in carts:
-                    cart.state = res.CART_STATE_ABANDONED
-                    cart.abandon_time.CopyFrom(ts(at))
-                    await store.save_cart(session, cart)
-                    await publish.cart_abandoned(session, cart)
+                for cart, traceparent in carts:
+                    with _tracer.start_as_current_span(
+                        "cart.abandon",
+                        context=context.Context(),  # a new trace, whatever the caller's
+                        links=links_to({"traceparent": traceparent}),
+                        attributes={"continuum.cart.id": cart.cart_id},
+                    ):
+                        cart.state = res.CART_STATE_ABANDONED
+                        cart.abandon_time.CopyFrom(ts(at))
+                        await store.save_cart(session, cart)
+                        await publish.cart_abandoned(session, cart)
             marked += len(carts)
             if len(carts) < self._batch:
                 return marked

@@ -20,6 +20,7 @@ from continuum.cart.v1 import cart_resources_pb2 as res
 from continuum_cart.domain import OwnerKey
 from continuum_runtime.db import Database
 from continuum_runtime.paging import bad_page_token, decode_page_token, encode_page_token
+from continuum_runtime.telemetry import current_traceparent
 
 OPEN_CART_STATES = (res.CART_STATE_ACTIVE, res.CART_STATE_ABANDONED)
 
@@ -81,6 +82,8 @@ def _cart_columns(cart: res.Cart) -> dict[str, Any]:
         "last_store_id": cart.last_store_id,
         "abandoned_at": _dt(cart.abandon_time) if cart.HasField("abandon_time") else None,
         "body": cart.SerializeToString(),
+        # The change's trace, for the abandonment detector's span link.
+        "traceparent": current_traceparent(),
     }
 
 
@@ -90,9 +93,10 @@ async def insert_cart(session: AsyncSession, cart: res.Cart) -> bool:
     result = await session.execute(
         text(
             "INSERT INTO carts (cart_id, owner_kind, owner_id, state, line_count, "
-            "last_activity_at, last_channel, last_store_id, abandoned_at, body) VALUES "
-            "(CAST(:cart_id AS uuid), :kind, :id, :state, :line_count, :last_activity_at, "
-            ":last_channel, :last_store_id, :abandoned_at, :body) "
+            "last_activity_at, last_channel, last_store_id, abandoned_at, body, traceparent) "
+            "VALUES (CAST(:cart_id AS uuid), :kind, :id, :state, :line_count, "
+            ":last_activity_at, :last_channel, :last_store_id, :abandoned_at, :body, "
+            ":traceparent) "
             "ON CONFLICT (owner_kind, owner_id) WHERE state IN (1, 2) DO NOTHING "
             "RETURNING cart_id"
         ),
@@ -118,24 +122,27 @@ async def save_cart(session: AsyncSession, cart: res.Cart) -> None:
             "UPDATE carts SET state = :state, line_count = :line_count, "
             "last_activity_at = :last_activity_at, last_channel = :last_channel, "
             "last_store_id = :last_store_id, abandoned_at = :abandoned_at, body = :body, "
-            "updated_at = now() WHERE cart_id = CAST(:cart_id AS uuid)"
+            "traceparent = :traceparent, updated_at = now() WHERE cart_id = CAST(:cart_id AS uuid)"
         ),
         _cart_columns(cart),
     )
 
 
-async def claim_idle_carts(session: AsyncSession, cutoff: datetime, limit: int) -> list[res.Cart]:
+async def claim_idle_carts(
+    session: AsyncSession, cutoff: datetime, limit: int
+) -> list[tuple[res.Cart, str]]:
     """Active carts with lines and no activity since ``cutoff``, oldest first, locked
-    (rows another replica is claiming are skipped)."""
+    (rows another replica is claiming are skipped), each with the ``traceparent`` of its
+    last change."""
     rows = await session.execute(
         text(
-            "SELECT body FROM carts WHERE state = 1 AND line_count > 0 "
+            "SELECT body, traceparent FROM carts WHERE state = 1 AND line_count > 0 "
             "AND last_activity_at < :cutoff ORDER BY last_activity_at LIMIT :limit "
             "FOR UPDATE SKIP LOCKED"
         ),
         {"cutoff": cutoff, "limit": limit},
     )
-    return [_cart(row[0]) for row in rows]
+    return [(_cart(row[0]), str(row[1])) for row in rows]
 
 
 @dataclass(frozen=True)
