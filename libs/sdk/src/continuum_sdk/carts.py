@@ -14,10 +14,11 @@ adds, updates, removes, clears and checks out, for an owner made with :func:`cus
   first answer and changes nothing).
 * **etags**: pass the etag of the cart the shopper saw to make a change conditional; a
   stale one raises :class:`~continuum_sdk.errors.Aborted` (reason ``ETAG_MISMATCH``).
-  ``add`` (by default; the others when ``retry_on_conflict=True``) then re-reads the cart
-  and tries once more against its current etag, with a request id derived from the first
-  (so repeating the whole call with the same ``request_id`` stays idempotent). Checkout is
-  never retried: the order must be what the shopper saw.
+  ``add`` (by default; ``update`` and ``remove`` when ``retry_on_conflict=True``) then
+  takes the cart's current etag (the error's ``current_etag``, else by re-reading the cart)
+  and tries once more, with a request id derived from the first (so repeating the whole
+  call with the same ``request_id`` stays idempotent). ``clear`` and ``checkout`` are never
+  retried: the order must be what the shopper saw.
 * **channel / store**: the channel (and store, for ``CHANNEL_STORE``) given to
   ``cx.carts.using(channel, store_id)`` or per call is recorded on the lines changed.
 """
