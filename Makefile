@@ -63,9 +63,9 @@ test: proto
 ## check: everything CI checks
 check: lint test
 
-## run: start the six services on the embedded stack until Ctrl-C
+## run: start the six services on the embedded stack, seed, play the handoff story and print the briefing; until Ctrl-C
 run: proto
-	$(BIN)/python scripts/run_suite.py
+	$(BIN)/continuum run
 
 ## helm-check: render the chart (4 variants), validate on Kubernetes 1.27/1.30/1.37, lint, check properties
 helm-check: setup
