@@ -180,7 +180,7 @@ async def test_checkout_of_an_empty_cart_or_a_changed_total(suite: Suite) -> Non
             pb.CheckoutRequest(request_id=rid(), owner=shopper, channel=WEB, fulfilment=ship()),
             metadata=suite.metadata,
         )
-    assert error_reason(err.value) == "CART_EMPTY"
+    assert error_reason(err.value) == "EMPTY_CART"
     await add(suite, shopper, "SHOE-38", 1)
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await suite.cart.Checkout(

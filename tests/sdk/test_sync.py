@@ -44,8 +44,7 @@ async def test_sync_resolve_cart_and_errors(suite: Suite) -> None:
             assert caught.value.reason == "ITEM_NOT_FOUND"
             with pytest.raises(e.FailedPrecondition) as empty:
                 cx.carts.checkout(owner)
-            # The contract names the reason EMPTY_CART; the cart service sends CART_EMPTY.
-            assert empty.value.reason in {"EMPTY_CART", "CART_EMPTY"}
+            assert empty.value.reason == "EMPTY_CART"
 
     await asyncio.to_thread(body)
 

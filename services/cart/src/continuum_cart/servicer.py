@@ -432,7 +432,7 @@ class CartServicer(cart_service_pb2_grpc.CartServiceServicer):
             cart = await store.lock_open_cart(session, owner)
             if cart is None or not cart.lines:
                 raise FailedPrecondition(
-                    "the cart is empty", reason="CART_EMPTY", metadata={"owner": str(owner)}
+                    "the cart is empty", reason="EMPTY_CART", metadata={"owner": str(owner)}
                 )
             domain.check_etag(cart.etag, request.etag)
             amounts = self._amounts(request, cart.currency_code)
