@@ -4,6 +4,8 @@ checked field by field."""
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,11 +13,14 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from continuum.inventory.v1 import inventory_service_pb2 as inv_pb
 from continuum.notification.v1 import notification_resources_pb2 as note
+from continuum_cli import state
 from continuum_cli.seed import (
     BAG_SKU,
     BY_SKU,
     CART_SKU,
+    CATALOGUE,
     DEMO_SHOPPER,
     DEMO_STORE,
     OTHER_STORE,
@@ -25,10 +30,12 @@ from continuum_cli.seed import (
     SeedReport,
     seed,
 )
-from continuum_cli.story import StoryResult, play
+from continuum_cli.story import DEMO_DEVICE, StoryResult, play
 from continuum_cli.suite import RunningSuite
 from continuum_runtime.auth import PrincipalKind
 from continuum_runtime.testing import TestStores
+from continuum_sdk.config import SERVICES
+from tests.cli.runner import cli
 from tests.e2e.conftest import six_services
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -57,12 +64,15 @@ async def played(
 ) -> AsyncIterator[Played]:
     data_dir: Path = tmp_path_factory.mktemp("handoff-story")
     async with six_services(test_stores, data_dir, service_env=SERVICE_ENV) as suite:
-        cx = suite.client(token=suite.token("handoff-test", PrincipalKind.SERVICE))
+        # Generous deadlines and briefing budget: the tests check what the briefing holds,
+        # not how fast a loaded machine assembles it.
+        cx = suite.client(token=suite.token("handoff-test", PrincipalKind.SERVICE), deadline_s=60.0)
         associate = suite.client(
-            token=suite.token("associate-1", PrincipalKind.ASSOCIATE, stores=(DEMO_STORE,))
+            token=suite.token("associate-1", PrincipalKind.ASSOCIATE, stores=(DEMO_STORE,)),
+            deadline_s=60.0,
         )
         try:
-            report = await seed(cx)
+            report = await seed(cx, briefing_budget_s=15)
             story = await play(cx, associate, seeded=report)
             yield Played(suite, report, story)
         finally:
@@ -159,12 +169,72 @@ async def test_there_is_a_next_best_action_and_nothing_is_missing(played: Played
     assert briefing.recommendation_ids
 
 
-async def test_the_seed_and_the_story_replay_without_duplicating(played: Played) -> None:
-    cx = played.suite.client(token=played.suite.token("handoff-test", PrincipalKind.SERVICE))
-    try:
-        again = await seed(cx)
-    finally:
-        await cx.close()
-    assert sum(again.created.values()) == 0, again.created
-    assert again.existing["items"] == len(BY_SKU)
-    assert again.customers == played.report.customers
+# --- the `continuum` command against this suite (after the story) --------------------------
+
+
+def _cli_dir(played: Played) -> Path:
+    """What `continuum run` leaves for the other commands: the token key and the targets."""
+    data_dir = played.suite.data_dir
+    (data_dir / "dev-token-key").write_text(played.suite.token_key)
+    state.write_state(
+        data_dir,
+        state.SuiteState(pid=os.getpid(), targets=played.suite.targets, started="test", log_dir=""),
+    )
+    return data_dir
+
+
+def _seed_row(out: str, kind: str) -> tuple[int, int]:
+    """(new, already there) of a row of the seed's table."""
+    found = re.search(rf"{kind}\s*\S\s*(\d+)\s*\S\s*(\d+)", out)
+    assert found is not None, out
+    return int(found.group(1)), int(found.group(2))
+
+
+async def test_cli_status_shows_every_service_serving(played: Played) -> None:
+    code, out = await cli("status", data_dir=_cli_dir(played))
+    assert code == 0, out
+    for name in SERVICES:
+        target = re.escape(played.suite.targets[name])
+        assert re.search(rf"{name}\s*\S\s*{target}\s*\S\s*SERVING", out), out
+
+
+async def test_cli_seed_again_changes_nothing(played: Played) -> None:
+    assert sum(played.report.created.values()) > 0
+    code, out = await cli("seed", data_dir=_cli_dir(played))
+    assert code == 0, out
+    for kind in ("locations", "items", "stock levels", "customers", "consents", "orders"):
+        new, existing = _seed_row(out, kind)
+        assert new == 0, (kind, out)
+        assert existing == played.report.created[kind] + played.report.existing.get(kind, 0)
+    async with played.suite.client(token=played.suite.token(kind=PrincipalKind.SERVICE)) as cx:
+        items = await cx.inventory.ListItems(inv_pb.ListItemsRequest(page_size=100))
+    assert len(items.items) == len(CATALOGUE)
+
+
+async def test_cli_customer_shows_what_each_service_knows(played: Played) -> None:
+    code, out = await cli("customer", DEMO_SHOPPER.email, data_dir=_cli_dir(played))
+    assert code == 0, out
+    assert played.story.customer_id in out
+    assert "Sam K." in out
+    assert "s***@example.com" in out  # identifiers are shown masked
+    assert DEMO_SHOPPER.email not in out
+    assert re.search(r"store recognition\s+allowed", out)
+    assert re.search(r"sizes in Women > Shoes\s+39, 38, 40", out), out
+    assert "Lune wool scarf" in out  # her earlier purchase
+    assert "(abandoned, €129.00)" in out  # the cart
+    assert played.briefing.headline in out  # recent briefings
+    code, by_device = await cli("customer", f"device:{DEMO_DEVICE}", data_dir=_cli_dir(played))
+    assert code == 0
+    assert played.story.customer_id in by_device
+    code, out = await cli("customer", "nobody@example.com", data_dir=_cli_dir(played))
+    assert code == 1
+    assert "no customer has nobody@example.com" in out
+
+
+async def test_cli_feed_replays_the_stores_current_briefing(played: Played) -> None:
+    code, out = await cli("feed", DEMO_STORE, "--count", "1", data_dir=_cli_dir(played))
+    assert code == 0, out
+    assert "Briefing for the associates at Paris Marais" in out
+    assert played.briefing.briefing_id in out
+    assert "Mara leather tote" in out
+    assert "Missing parts: none" in out

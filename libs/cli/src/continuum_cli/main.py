@@ -188,9 +188,13 @@ async def _run(data_dir: Path, demo: bool, store_id: str) -> int:
             f"[green]started[/] in {time.monotonic() - started:.1f} s; logs in {suite.log_dir}"
         )
         if demo:
-            cx = suite.client(token=suite.token("continuum-demo", PrincipalKind.SERVICE))
+            cx = suite.client(
+                token=suite.token("continuum-demo", PrincipalKind.SERVICE),
+                deadline_s=state.CALL_DEADLINE_S,
+            )
             associate = suite.client(
-                token=suite.token("associate-demo", PrincipalKind.ASSOCIATE, stores=(store_id,))
+                token=suite.token("associate-demo", PrincipalKind.ASSOCIATE, stores=(store_id,)),
+                deadline_s=state.CALL_DEADLINE_S,
             )
             try:
                 report = await seed_with_progress(cx)

@@ -601,11 +601,13 @@ def _order_event(shopper: Shopper, order: PastOrder, now: datetime) -> prof.Beha
 # Local-demo notification settings: a briefing budget that a laptop running all six services
 # meets (the default, 250 ms, is meant for production hardware), and a one-minute check-in
 # window so that the story can be played again soon.
-DEMO_BRIEFING_BUDGET_S = 3
+DEMO_BRIEFING_BUDGET_S = 5
 DEMO_CHECK_IN_WINDOW_S = 60
 
 
-async def seed_settings(cx: AsyncContinuum, report: SeedReport) -> None:
+async def seed_settings(
+    cx: AsyncContinuum, report: SeedReport, budget_s: int = DEMO_BRIEFING_BUDGET_S
+) -> None:
     current = (
         await cx.notification.GetNotificationSettings(note_pb.GetNotificationSettingsRequest())
     ).settings
@@ -620,7 +622,7 @@ async def seed_settings(cx: AsyncContinuum, report: SeedReport) -> None:
                 # Per settings revision: a later change by hand is changed back once.
                 request_id=f"seed-notification-settings-r{current.revision}",
                 settings=note.NotificationSettings(
-                    briefing_budget=duration_pb2.Duration(seconds=DEMO_BRIEFING_BUDGET_S),
+                    briefing_budget=duration_pb2.Duration(seconds=budget_s),
                     check_in_dedup_window=duration_pb2.Duration(seconds=DEMO_CHECK_IN_WINDOW_S),
                 ),
                 update_mask=field_mask_pb2.FieldMask(
@@ -673,6 +675,7 @@ async def seed(
     *,
     now: datetime | None = None,
     wait_learned_s: float = 60.0,
+    briefing_budget_s: int = DEMO_BRIEFING_BUDGET_S,
 ) -> SeedReport:
     """Load the demo data (idempotent); returns what was new and what was there.
 
@@ -698,7 +701,7 @@ async def seed(
         limit=4,
     )
     say("local demo settings (notification)")
-    await seed_settings(cx, report)
+    await seed_settings(cx, report, briefing_budget_s)
     say("recommendation learning that the tote goes with the runners")
 
     async def learned() -> bool:

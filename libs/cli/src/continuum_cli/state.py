@@ -20,6 +20,9 @@ from continuum_sdk import AsyncContinuum, ClientConfig
 from continuum_sdk.config import LOCAL_PORTS, SERVICES
 
 STATE_FILE = "suite.json"
+# Each call's deadline: generous, because a laptop running all six services and the stores
+# can be slow to answer the first calls.
+CALL_DEADLINE_S = 20.0
 
 
 class NoSuite(RuntimeError):
@@ -141,5 +144,6 @@ def client(
         ClientConfig(
             targets=targets(data_dir),
             token=token(data_dir, kind=kind, stores=stores, subject=subject),
+            deadline_s=CALL_DEADLINE_S,
         )
     )

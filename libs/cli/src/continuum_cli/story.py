@@ -42,6 +42,7 @@ from continuum_cli.seed import (
     DEMO_STORE,
     DEVICE,
     EMAIL,
+    LOCATIONS,
     SHOE_CATEGORY,
     VIEWED_SKUS,
     WEB,
@@ -248,7 +249,8 @@ async def play(
     else:
         say("   cart abandoned (cart.cart_abandoned published)")
 
-    say(f"6. An associate's device at {store_id} follows the store feed; she walks in")
+    where = next((p.name for p in LOCATIONS if p.location_id == store_id), store_id)
+    say(f"6. An associate's device at {where} follows the store's feed; she walks in")
     check_in, briefing, deduplicated = await _check_in_and_receive(
         cx, associate, store_id, briefing_timeout_s
     )
