@@ -15,7 +15,7 @@ export UV_PROJECT_ENVIRONMENT := .venv
 PROTO_SOURCES := $(shell find proto tests/proto -name '*.proto' 2>/dev/null)
 PACKAGE_FILES := pyproject.toml uv.lock $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
 
-.PHONY: setup proto lint fmt typecheck buf test check run bench-floor bench-identity bench-cart bench-profile bench-inventory bench-recommendation bench-handoff helm-check clean
+.PHONY: setup proto lint fmt typecheck buf test check run bench-floor bench-identity bench-cart bench-profile bench-inventory bench-recommendation bench-handoff bench-suite helm-check clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -100,6 +100,10 @@ bench-recommendation: proto
 ## bench-handoff: all six services, check-ins at 50/s for 60 s, check-in to briefing on the associate stream
 bench-handoff: proto
 	$(BIN)/python -m bench.handoff $(BENCH_ARGS)
+
+## bench-suite: the six services via the launcher, mixed load for 300 s (ingest, cart, check-ins with feeds), per-operation p50/p99
+bench-suite: proto
+	$(BIN)/python -m bench.suite $(BENCH_ARGS)
 
 clean:
 	rm -rf build .venv .tools libs/contracts/src/continuum libs/contracts/src/buf tests/_generated
