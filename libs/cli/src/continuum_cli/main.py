@@ -132,7 +132,7 @@ async def story_with_progress(
         result = await play(cx, associate, store_id=store_id, progress=step, seeded=report)
     for line in result.notes:
         console.print(f"[yellow]note:[/] {line}")
-    console.print(render.briefing_panel(result.briefing, STORE_NAMES.get(store_id, "")))
+    console.print(render.briefing_panel(result.briefing, STORE_NAMES))
     return result
 
 
@@ -455,7 +455,7 @@ def feed(
                     console.print("[dim]caught up; waiting for check-ins[/]")
                     continue
                 if item.HasField("briefing"):
-                    console.print(render.briefing_panel(item.briefing, STORE_NAMES.get(store, "")))
+                    console.print(render.briefing_panel(item.briefing, STORE_NAMES))
                     seen += 1
                     if count and seen >= count:
                         stream.cancel()

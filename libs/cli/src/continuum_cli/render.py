@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
 from google.protobuf import timestamp_pb2
@@ -20,7 +20,7 @@ from continuum.profile.v1 import profile_resources_pb2 as prof_res
 
 _STATUS = {
     note.AVAILABILITY_STATUS_IN_STOCK: ("in stock", "green"),
-    note.AVAILABILITY_STATUS_LOW_STOCK: ("low", "yellow"),
+    note.AVAILABILITY_STATUS_LOW_STOCK: ("low stock", "yellow"),
     note.AVAILABILITY_STATUS_OUT_OF_STOCK: ("out of stock", "red"),
     note.AVAILABILITY_STATUS_NOT_STOCKED: ("not carried", "red"),
     note.AVAILABILITY_STATUS_UNKNOWN: ("unknown", "magenta"),
@@ -46,6 +46,10 @@ def when(ts: timestamp_pb2.Timestamp) -> str:
         return ""
     at = datetime.fromtimestamp(ts.seconds, UTC)
     return at.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def day(ts: timestamp_pb2.Timestamp) -> str:
+    return datetime.fromtimestamp(ts.seconds, UTC).strftime("%Y-%m-%d") if ts.seconds else ""
 
 
 def channel(value: int) -> str:
@@ -77,7 +81,7 @@ def nearby(item: note.ItemSummary) -> str:
     places = item.availability.nearby if item.HasField("availability") else []
     return (
         "; ".join(
-            f"{p.store_name or p.store_id} {p.distance_meters / 1000:.1f} km: {p.available_count}"
+            f"{p.store_name or p.store_id} ({p.distance_meters / 1000:.1f} km): {p.available_count}"
             for p in places
         )
         or "-"
@@ -117,7 +121,7 @@ def _who(briefing: note.Briefing) -> RenderableType:
     return line
 
 
-def _looked_at(customer: note.CustomerSummary) -> RenderableType:
+def _looked_at(customer: note.CustomerSummary, stores: Mapping[str, str]) -> RenderableType:
     table = Table(box=None, show_header=False, pad_edge=False)
     table.add_column(style="cyan", no_wrap=True)
     table.add_column()
@@ -135,10 +139,12 @@ def _looked_at(customer: note.CustomerSummary) -> RenderableType:
         table.add_row("price", customer.price_tier)
     for purchase in customer.recent_purchases:
         where = (
-            f" at {purchase.store_id}" if purchase.store_id else f" ({channel(purchase.channel)})"
+            f" at {stores.get(purchase.store_id, purchase.store_id)}"
+            if purchase.store_id
+            else f" ({channel(purchase.channel)})"
         )
         table.add_row(
-            "bought", f"{purchase.name or purchase.sku}{where}, {when(purchase.order_time)}"
+            "bought", f"{purchase.name or purchase.sku}{where}, {day(purchase.order_time)}"
         )
     parts: list[RenderableType] = [table]
     for point in customer.talking_points:
@@ -146,38 +152,38 @@ def _looked_at(customer: note.CustomerSummary) -> RenderableType:
     return Group(*parts)
 
 
-def _items_table(title: str, items: Sequence[note.ItemSummary], *, quantity: bool) -> Table:
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, expand=True)
-    table.add_column("item", ratio=3)
-    table.add_column("size")
-    table.add_column("colour")
-    if quantity:
-        table.add_column("qty", justify="right")
-    table.add_column("price", justify="right")
-    table.add_column("this store", ratio=2)
-    table.add_column("sizes here", ratio=2)
-    table.add_column("nearby", ratio=3)
+def _items(title: str, items: Sequence[note.ItemSummary], *, quantity: bool) -> RenderableType:
+    """One block per item: what it is, then its stock here, the sizes here, nearby."""
+    lines: list[RenderableType] = [Text(title, style="bold")]
     for item in items:
-        row = [_label(item), item.size or "-", item.colour or "-"]
+        head = Text("  ")
+        head.append(_label(item), style="bold")
+        details = [d for d in (item.size and f"size {item.size}", item.colour) if d]
         if quantity:
-            row.append(str(item.quantity))
-        table.add_row(
-            *row, money(item.unit_price), availability(item), sizes_here(item), nearby(item)
-        )
-    return table
+            details.append(f"qty {item.quantity}")
+        details.append(money(item.unit_price))
+        head.append("  " + " · ".join(d for d in details if d))
+        lines.append(head)
+        stock = Text("     this store: ")
+        stock.append_text(availability(item))
+        stock.append(f"   sizes here: {sizes_here(item)}")
+        lines.append(stock)
+        if item.HasField("availability") and item.availability.nearby:
+            lines.append(Text(f"     nearby: {nearby(item)}"))
+    return Group(*lines)
 
 
-def _complements(items: Sequence[note.ItemSummary]) -> Table:
-    table = Table(
-        title="Goes with it (in stock here)", title_justify="left", box=box.SIMPLE_HEAD, expand=True
-    )
-    table.add_column("item", ratio=2)
-    table.add_column("price", justify="right")
-    table.add_column("this store")
-    table.add_column("why", ratio=3)
+def _complements(items: Sequence[note.ItemSummary]) -> RenderableType:
+    lines: list[RenderableType] = [Text("Goes with it (in stock here)", style="bold")]
     for item in items:
-        table.add_row(_label(item), money(item.unit_price), availability(item), item.reason.text)
-    return table
+        line = Text("  ")
+        line.append(_label(item), style="bold")
+        line.append(f"  {money(item.unit_price)} · ")
+        line.append_text(availability(item))
+        if item.reason.text:
+            line.append(f"\n     {item.reason.text}", style="italic")
+        lines.append(line)
+    return Group(*lines)
 
 
 def _actions(actions: Iterable[note.NextBestAction]) -> RenderableType:
@@ -205,9 +211,10 @@ def _missing(briefing: note.Briefing) -> RenderableType:
     return out
 
 
-def briefing_panel(briefing: note.Briefing, store_name: str = "") -> Panel:
+def briefing_panel(briefing: note.Briefing, stores: Mapping[str, str] | None = None) -> Panel:
     """The associate's briefing as a panel: who, what they looked at, the cart with stock
-    here, what goes with it, what to do, and what is missing."""
+    here, what goes with it, what to do, and what is missing. ``stores`` names stores by id."""
+    stores = stores or {}
     parts: list[RenderableType] = [
         Text(briefing.headline, style="bold"),
         Text(""),
@@ -217,7 +224,7 @@ def briefing_panel(briefing: note.Briefing, store_name: str = "") -> Panel:
         parts += [
             Text(""),
             Text("Looked at and likes", style="bold"),
-            _looked_at(briefing.customer),
+            _looked_at(briefing.customer, stores),
         ]
     if briefing.HasField("cart") and briefing.cart.items:
         cart = briefing.cart
@@ -227,17 +234,17 @@ def briefing_panel(briefing: note.Briefing, store_name: str = "") -> Panel:
             if cart.channel
             else "Cart"
         )
-        parts.append(_items_table(title, cart.items, quantity=True))
+        parts += [Text(""), _items(title, cart.items, quantity=True)]
     else:
         parts.append(Text("No open cart", style="dim"))
     if briefing.wishlist_items:
-        parts.append(_items_table("Wishlist", briefing.wishlist_items, quantity=False))
+        parts += [Text(""), _items("Wishlist", briefing.wishlist_items, quantity=False)]
     if briefing.complements:
-        parts.append(_complements(briefing.complements))
-    parts += [_actions(briefing.next_best_actions), Text(""), _missing(briefing)]
+        parts += [Text(""), _complements(briefing.complements)]
+    parts += [Text(""), _actions(briefing.next_best_actions), Text(""), _missing(briefing)]
     assembly = briefing.assembly_duration
     took = assembly.seconds * 1000 + assembly.nanos / 1e6
-    where = store_name or briefing.store_id
+    where = stores.get(briefing.store_id, briefing.store_id)
     return Panel(
         Group(*parts),
         title=f"[bold]Briefing for the associates at {where}[/]",
@@ -316,7 +323,7 @@ def customer_view(
         for signal in summary.viewed_repeatedly:
             prof_table.add_row("viewed repeatedly", f"{_ref(signal.product)}, {signal.count} views")
         for line in summary.recent_purchases:
-            prof_table.add_row("bought", f"{_ref(line.product)} {when(line.order_time)}")
+            prof_table.add_row("bought", f"{_ref(line.product)} {day(line.order_time)}")
         if summary.order_count:
             prof_table.add_row(
                 "orders", f"{summary.order_count} ({money(summary.lifetime_value)} lifetime)"
