@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -37,7 +38,7 @@ from continuum_cli.story import StoryResult, play
 from continuum_cli.suite import RunningSuite, SuiteError, start_suite
 from continuum_runtime.auth import PrincipalKind
 from continuum_sdk import AsyncContinuum
-from continuum_sdk.config import SERVICES
+from continuum_sdk.config import LOCAL_PORTS, SERVICES
 from continuum_sdk.errors import ContinuumError, NotFound
 
 T = TypeVar("T")
@@ -153,12 +154,34 @@ def _targets_table(targets: dict[str, str], statuses: dict[str, str] | None = No
     return table
 
 
+def busy_ports() -> list[int]:
+    """The suite's local ports that something already listens on (gRPC servers bind with
+    SO_REUSEPORT, so a second suite would otherwise share the ports with the first)."""
+    busy = []
+    for port in LOCAL_PORTS.values():
+        with socket.socket() as sock:
+            # Like a server: connections closing (TIME_WAIT) do not count, listeners do.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                busy.append(port)
+    return busy
+
+
 async def _run(data_dir: Path, demo: bool, store_id: str) -> int:
     existing = state.read_state(data_dir)
     if existing is not None and existing.alive() and existing.pid != os.getpid():
         console.print(
             f"[bold red]error:[/] a suite already runs from {data_dir} (pid {existing.pid}); "
             "`continuum down` stops it"
+        )
+        return 1
+    busy = busy_ports()
+    if busy:
+        console.print(
+            f"[bold red]error:[/] port {', '.join(map(str, busy))} already in use on 127.0.0.1 "
+            "(another suite? `continuum status` shows what answers there)"
         )
         return 1
     loop = asyncio.get_running_loop()
