@@ -7,17 +7,18 @@ What it loads (see docs/cli.md):
   canvas sneakers and socks;
 * **locations** with coordinates: two Paris stores about 2.5 km apart (Marais, where the
   demo shopper checks in, and Opéra) and a ship-from warehouse north of Paris, with stock;
-* **customers with history**: eight shoppers whose orders (online and at the tills) put the
-  runners in the same basket as the tote, and a few other baskets, so that recommendation
-  has learned that the tote goes with the runners; the **demo shopper** (Sam Keller, gold
-  tier, loyalty card, one earlier in-store purchase) with consent to be recognised in store;
+* **customers with history**: eight shoppers, seven of whom ordered the runners together
+  with the tote (online and at the tills), and other baskets, so that recommendation has
+  learned that the tote goes with the runners; the **demo shopper** (Sam Keller, gold tier,
+  loyalty card, one earlier in-store purchase) with consent to be recognised in store;
 * **notification settings** for a local demo: a briefing budget that a loaded laptop meets
   and a one-minute check-in deduplication window, so the story can be replayed.
 
-Every call carries a fixed request id (or a fixed event id) and fixed content, so running the
-seed again changes nothing: replays return the first answer, events already stored come back
-as duplicates, and what exists already (an item created by hand with the same SKU) counts as
-seeded.
+Running it again adds nothing: what exists is looked up first (locations, items, consent,
+settings), every mutation carries a fixed request id (a replay returns the first answer)
+and every event a fixed event id (profile answers DUPLICATE, or EVENT_ID_CONFLICT when an
+earlier run sent it with times relative to that run). :class:`SeedReport` says what was new
+and what was already there.
 """
 
 from __future__ import annotations
@@ -506,40 +507,46 @@ async def seed_shopper(
         )
     )
     if consent:
-        consents = await cx.profile.GetConsents(prof_pb.GetConsentsRequest(customer_id=customer_id))
-        already = any(
-            c.channel == STORE
-            and c.purpose == prof.CONSENT_PURPOSE_STORE_RECOGNITION
-            and c.status == prof.CONSENT_STATUS_GRANTED
-            for c in consents.consents
-        )
-    if consent and already:
-        report.count("consents", False)
-    elif consent:
-        await _once(
-            cx.profile.UpdateConsent(
-                prof_pb.UpdateConsentRequest(
-                    request_id=f"seed-consent-{shopper.key}",
-                    customer_id=customer_id,
-                    consents=[
-                        prof.Consent(
-                            channel=STORE,
-                            purpose=prof.CONSENT_PURPOSE_STORE_RECOGNITION,
-                            status=prof.CONSENT_STATUS_GRANTED,
-                            source_channel=WEB,
-                            source="web_account_privacy_settings",
-                            consent_time=timestamp(CONSENT_TIME),
-                            policy_version="2026-01",
-                        )
-                    ],
-                )
-            )
-        )
-        report.count("consents", True)
+        await grant_store_recognition(cx, shopper, customer_id, report)
     events = [_order_event(shopper, order, now) for order in orders]
     if events:
         await ingest(cx, events, report, "orders")
     return customer_id
+
+
+async def grant_store_recognition(
+    cx: AsyncContinuum, shopper: Shopper, customer_id: str, report: SeedReport
+) -> None:
+    """The shopper's consent to be recognised in store, unless already granted."""
+    consents = await cx.profile.GetConsents(prof_pb.GetConsentsRequest(customer_id=customer_id))
+    if any(
+        c.channel == STORE
+        and c.purpose == prof.CONSENT_PURPOSE_STORE_RECOGNITION
+        and c.status == prof.CONSENT_STATUS_GRANTED
+        for c in consents.consents
+    ):
+        report.count("consents", False)
+        return
+    await _once(
+        cx.profile.UpdateConsent(
+            prof_pb.UpdateConsentRequest(
+                request_id=f"seed-consent-{shopper.key}",
+                customer_id=customer_id,
+                consents=[
+                    prof.Consent(
+                        channel=STORE,
+                        purpose=prof.CONSENT_PURPOSE_STORE_RECOGNITION,
+                        status=prof.CONSENT_STATUS_GRANTED,
+                        source_channel=WEB,
+                        source="web_account_privacy_settings",
+                        consent_time=timestamp(CONSENT_TIME),
+                        policy_version="2026-01",
+                    )
+                ],
+            )
+        )
+    )
+    report.count("consents", True)
 
 
 async def ingest(
