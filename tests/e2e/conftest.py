@@ -44,7 +44,13 @@ async def six_services(
         ports={name: free_port() for name in SERVICES},
         database_urls=urls,
         redis_url=test_stores.redis_url,
-        env={"CONTINUUM_REDIS_NAMESPACE": prefix, "CONTINUUM_ENVIRONMENT": "test", **(env or {})},
+        env={
+            "CONTINUUM_REDIS_NAMESPACE": prefix,
+            "CONTINUUM_ENVIRONMENT": "test",
+            # Outside development identity needs a key for its identifier hashes.
+            "CONTINUUM_IDENTIFIER_KEY": secrets.token_hex(16),
+            **(env or {}),
+        },
         service_env=service_env,
         token_key=secrets.token_hex(32),
     )

@@ -42,7 +42,6 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 # The demo's short abandonment (continuum run uses the same kind of setting).
 SERVICE_ENV = {
-    "identity": {"CONTINUUM_IDENTIFIER_KEY": "handoff-story-test-key"},
     "cart": {"CONTINUUM_ABANDON_AFTER_S": "2", "CONTINUUM_ABANDON_CHECK_INTERVAL_S": "0.5"},
 }
 

@@ -168,7 +168,6 @@ async def traced(
             data_dir,
             env=otlp_env(endpoint, delay_ms=200),
             service_env={
-                "identity": {"CONTINUUM_IDENTIFIER_KEY": "trace-test-key"},
                 "cart": {
                     "CONTINUUM_ABANDON_AFTER_S": "2",
                     "CONTINUUM_ABANDON_CHECK_INTERVAL_S": "0.5",

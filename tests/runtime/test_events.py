@@ -26,6 +26,7 @@ from continuum_runtime.events import (
     stream_key,
 )
 from continuum_runtime.migrations import upgrade
+from continuum_runtime.telemetry import quiet
 from continuum_runtime.testing import eventually
 
 MIGRATIONS = Path(__file__).parent / "app_migrations"
@@ -262,6 +263,42 @@ async def test_trace_context_crosses_the_event(db, redis_client, redis_namespace
         if s.context.trace_id == trace_id and "note_counts" in s.name + str(s.attributes)
     ]
     assert db_spans
+
+
+async def test_quiet_loops_trace_their_work_but_not_their_idle_polls(  # type: ignore[no-untyped-def]
+    db, redis_client, redis_namespace, spans
+) -> None:
+    """Background loops run under quiet() (as the server starts them): polling an empty
+    outbox and an empty stream makes no spans; a published batch and a handled event do,
+    the handler's in the producer's trace."""
+    relay = OutboxRelay(db, redis_client, namespace=redis_namespace)
+    reader = consumer(db, redis_client, redis_namespace)
+    with quiet():
+        assert await relay.publish_pending() == 0
+        assert await reader.poll_once(block_ms=20) == 0
+    assert spans.get_finished_spans() == ()
+
+    tracer = trace.get_tracer("test")
+    with tracer.start_as_current_span("request") as producer_span:
+        await create_note(db, "n9")
+        trace_id = producer_span.get_span_context().trace_id
+    spans.clear()
+    with quiet():
+        assert await relay.publish_pending() == 1
+        await reader.poll_once(block_ms=100)
+    assert await seen(db) == {"n9": 1}
+    finished = spans.get_finished_spans()
+    publish = [s for s in finished if s.name == "outbox.publish"]
+    assert len(publish) == 1
+    assert any(
+        s.parent is not None and s.parent.span_id == publish[0].context.span_id for s in finished
+    ), "the batch's statements and XADD are inside the publish span"
+    handled = [s for s in finished if s.name == "notes.note_created process"]
+    assert [s.context.trace_id for s in handled] == [trace_id]
+    assert any(
+        s.context.trace_id == trace_id and "note_counts" in s.name + str(s.attributes)
+        for s in finished
+    ), "the handler's statements are traced although its loop is quiet"
 
 
 async def _seen_is(db: Database, expected: dict[str, int]) -> bool:

@@ -113,7 +113,7 @@ class RunningSuite:
             self.stack = None
 
 
-async def wait_serving(target: str, timeout_s: float = 90.0) -> bool:
+async def wait_serving(target: str, timeout_s: float = 180.0) -> bool:
     """Poll the standard health service until it says SERVING (False on timeout)."""
     deadline = time.monotonic() + timeout_s
     async with grpc.aio.insecure_channel(target) as channel:

@@ -26,7 +26,7 @@ from continuum_runtime.auth import TokenVerifier
 from continuum_runtime.config import ServiceSettings, TLSSettings
 from continuum_runtime.interceptors import ServerInterceptor
 from continuum_runtime.tasks import raise_if_cancelling
-from continuum_runtime.telemetry import grpc_server_interceptor
+from continuum_runtime.telemetry import grpc_server_interceptor, quiet
 
 log = logging.getLogger(__name__)
 
@@ -124,9 +124,10 @@ class ServiceServer:
         await server.start()
         self._server = server
         await self.check_dependencies()
-        self._tasks.append(asyncio.create_task(self._health_loop(), name="health"))
-        for job in self.spec.background:
-            self._tasks.append(asyncio.create_task(_supervised(job), name=job.__qualname__))
+        with quiet():  # the tasks keep this context: their polls make no spans
+            self._tasks.append(asyncio.create_task(self._health_loop(), name="health"))
+            for job in self.spec.background:
+                self._tasks.append(asyncio.create_task(_supervised(job), name=job.__qualname__))
         log.info("serving", extra={"address": f"{self.settings.host}:{self.port}"})
         return self.port
 

@@ -1,19 +1,24 @@
 """OpenTelemetry, set up once per process.
 
 Spans go to an OTLP collector when an endpoint is configured, to an in-memory exporter in
-tests, and nowhere otherwise. gRPC server and client spans come from interceptors that the
-server bootstrap and :func:`continuum_runtime.client.create_channel` add; database spans
-from the SQLAlchemy instrumentation of each engine; Redis spans from the redis-py
-instrumentation. Health checks make no spans.
+tests, and nowhere otherwise (then they are not even recorded: see _RecordWhileExported).
+gRPC server and client spans come from interceptors that the server bootstrap and
+:func:`continuum_runtime.client.create_channel` add; database spans from the SQLAlchemy
+instrumentation of each engine; Redis spans from the redis-py instrumentation. Health
+checks make no spans, nor do background loops while idle (:func:`quiet`): what they do
+is traced when it is work (an event handled, a batch published, a cart abandoned).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context, attach, detach
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import (
@@ -22,10 +27,49 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
 )
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_ON,
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+)
 
 _lock = threading.Lock()
 _provider: TracerProvider | None = None
 _redis_instrumented = False
+
+
+class _RecordWhileExported(Sampler):
+    """Spans are recorded (parent-based, always on at the root) once something receives
+    them: an OTLP collector or a test's exporter. Until then spans are not recorded, which
+    costs a fraction of building spans nobody reads; trace context still propagates."""
+
+    def __init__(self) -> None:
+        self.exported = False
+        self._sampler = ParentBased(ALWAYS_ON)
+
+    def should_sample(
+        self,
+        parent_context: Any,
+        trace_id: int,
+        name: str,
+        kind: Any = None,
+        attributes: Any = None,
+        links: Any = None,
+        trace_state: Any = None,
+    ) -> SamplingResult:
+        if not self.exported:
+            return SamplingResult(Decision.DROP)
+        return self._sampler.should_sample(
+            parent_context, trace_id, name, kind, attributes, links, trace_state
+        )
+
+    def get_description(self) -> str:
+        return "RecordWhileExported"
+
+
+_sampler = _RecordWhileExported()
 
 
 def setup_telemetry(
@@ -40,11 +84,16 @@ def setup_telemetry(
         if _provider is not None:
             if exporter is not None:
                 _provider.add_span_processor(SimpleSpanProcessor(exporter))
+                _sampler.exported = True
         else:
-            provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+            provider = TracerProvider(
+                resource=Resource.create({"service.name": service_name}), sampler=_sampler
+            )
             if exporter is not None:
                 provider.add_span_processor(SimpleSpanProcessor(exporter))
+                _sampler.exported = True
             elif otlp_endpoint:
+                _sampler.exported = True
                 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
                     OTLPSpanExporter,
                 )
@@ -91,18 +140,28 @@ def instrument_engine(engine: Any) -> None:
     EngineTracer(trace.get_tracer("continuum_runtime.db"), engine.sync_engine, usage)  # type: ignore[no-untyped-call]
 
 
+_HEALTH = "/grpc.health.v1.Health/"
+
+
+def _not_health(details: Any) -> bool:
+    """Trace every call but health checks (one prefix test per call: the instrumentation's
+    composed filters parse the method name on every call)."""
+    method = details.method
+    if isinstance(method, bytes):
+        return not method.startswith(_HEALTH.encode())
+    return not str(method).startswith(_HEALTH)
+
+
 def grpc_server_interceptor() -> Any:
     from opentelemetry.instrumentation.grpc import aio_server_interceptor
-    from opentelemetry.instrumentation.grpc.filters import health_check, negate
 
-    return aio_server_interceptor(filter_=negate(health_check()))  # type: ignore[no-untyped-call]
+    return aio_server_interceptor(filter_=_not_health)  # type: ignore[no-untyped-call]
 
 
 def grpc_client_interceptors() -> list[Any]:
     from opentelemetry.instrumentation.grpc import aio_client_interceptors
-    from opentelemetry.instrumentation.grpc.filters import health_check, negate
 
-    return list(aio_client_interceptors(filter_=negate(health_check())))  # type: ignore[no-untyped-call]
+    return list(aio_client_interceptors(filter_=_not_health))  # type: ignore[no-untyped-call]
 
 
 def inject_context() -> dict[str, str]:
@@ -113,7 +172,28 @@ def inject_context() -> dict[str, str]:
 
 
 def extract_context(carrier: dict[str, str]) -> Any:
-    return propagate.extract(carrier)
+    """The context in ``carrier`` on a fresh base: work an event causes is traced even when
+    the loop that picked it up runs quiet (see :func:`quiet`)."""
+    return propagate.extract(carrier, context=Context())
+
+
+@contextmanager
+def fresh_context(base: Context | None = None) -> Iterator[None]:
+    """Run the block in ``base`` (an empty context by default) instead of the caller's:
+    spans started inside begin a new trace (or continue ``base``'s, e.g. an event's), and a
+    :func:`quiet` around the caller does not apply."""
+    token = attach(base if base is not None else Context())
+    try:
+        yield
+    finally:
+        detach(token)
+
+
+def quiet() -> AbstractContextManager[None]:
+    """No spans for what runs inside (nor for tasks it creates): for background loops
+    whose idle polls and health pings would otherwise be a stream of one-span traces. Work
+    that matters starts its own trace (a fresh context) or continues an event's."""
+    return suppress_instrumentation()
 
 
 def current_traceparent() -> str:

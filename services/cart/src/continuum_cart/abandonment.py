@@ -18,14 +18,14 @@ import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 
-from opentelemetry import context, trace
+from opentelemetry import trace
 
 from continuum.cart.v1 import cart_resources_pb2 as res
 from continuum_cart import publish, store
 from continuum_cart.domain import ts
 from continuum_runtime.db import Database
 from continuum_runtime.tasks import raise_if_cancelling
-from continuum_runtime.telemetry import links_to
+from continuum_runtime.telemetry import fresh_context, links_to
 
 log = logging.getLogger(__name__)
 _tracer = trace.get_tracer("continuum_cart.abandonment")
@@ -46,11 +46,13 @@ class AbandonmentDetector:
             async with self._db.transaction() as session:
                 carts = await store.claim_idle_carts(session, at - self._idle, self._batch)
                 for cart, traceparent in carts:
-                    with _tracer.start_as_current_span(
-                        "cart.abandon",
-                        context=context.Context(),  # a new trace, whatever the caller's
-                        links=links_to({"traceparent": traceparent}),
-                        attributes={"continuum.cart.id": cart.cart_id},
+                    with (
+                        fresh_context(),
+                        _tracer.start_as_current_span(
+                            "cart.abandon",
+                            links=links_to({"traceparent": traceparent}),
+                            attributes={"continuum.cart.id": cart.cart_id},
+                        ),
                     ):
                         cart.state = res.CART_STATE_ABANDONED
                         cart.abandon_time.CopyFrom(ts(at))

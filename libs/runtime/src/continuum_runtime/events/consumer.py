@@ -23,7 +23,7 @@ from continuum_runtime.db import Database
 from continuum_runtime.events.relay import stream_key
 from continuum_runtime.events.schema import processed_events_table
 from continuum_runtime.tasks import raise_if_cancelling
-from continuum_runtime.telemetry import extract_context
+from continuum_runtime.telemetry import extract_context, fresh_context
 
 log = logging.getLogger(__name__)
 
@@ -167,18 +167,20 @@ class EventConsumer:
             await self._redis.xack(stream, self._group, message_id)
             return True
         parent = extract_context(dict(envelope.trace_context))
-        with self._tracer.start_as_current_span(
-            f"{envelope.type} process",
-            context=parent,
-            kind=trace.SpanKind.CONSUMER,
-            attributes={
-                "messaging.system": "redis",
-                "messaging.destination.name": stream,
-                "messaging.consumer.group.name": self._group,
-                "messaging.message.id": envelope.id,
-                "continuum.event.type": envelope.type,
-            },
-        ) as span:
+        with (
+            fresh_context(parent),
+            self._tracer.start_as_current_span(
+                f"{envelope.type} process",
+                kind=trace.SpanKind.CONSUMER,
+                attributes={
+                    "messaging.system": "redis",
+                    "messaging.destination.name": stream,
+                    "messaging.consumer.group.name": self._group,
+                    "messaging.message.id": envelope.id,
+                    "continuum.event.type": envelope.type,
+                },
+            ) as span,
+        ):
             try:
                 payload = spec.payload_type()
                 if not envelope.payload.Unpack(payload):

@@ -7,14 +7,17 @@ import logging
 from typing import Any
 
 import redis.asyncio as aioredis
+from opentelemetry import trace
 from sqlalchemy import delete, func, select, text, update
 
 from continuum_runtime.config import EventSettings
 from continuum_runtime.db import Database
 from continuum_runtime.events.schema import outbox_table, processed_events_table
 from continuum_runtime.tasks import raise_if_cancelling
+from continuum_runtime.telemetry import fresh_context
 
 log = logging.getLogger(__name__)
+_tracer = trace.get_tracer("continuum_runtime.events.relay")
 
 # One relay per service database publishes at a time, which keeps the stream in order.
 _RELAY_LOCK = text("SELECT pg_try_advisory_xact_lock(hashtext('continuum-outbox-relay'))")
@@ -60,6 +63,11 @@ class OutboxRelay:
         pending = await self._db.fetch("SELECT outbox.pending", _PENDING_SQL)
         if not pending[0][0]:
             return 0
+        # Publishing is traced (a trace of its own per batch), the idle poll is not.
+        with fresh_context(), _tracer.start_as_current_span("outbox.publish"):
+            return await self._publish_batch()
+
+    async def _publish_batch(self) -> int:
         async with self._db.transaction() as session:
             locked = (await session.execute(_RELAY_LOCK)).scalar_one()
             if not locked:
