@@ -31,7 +31,7 @@ from pathlib import Path
 import grpc
 import pytest
 import pytest_asyncio
-from google.protobuf import field_mask_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
 from google.type import latlng_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.trace.v1 import trace_pb2
@@ -178,6 +178,18 @@ async def traced(
         client = suite.client(token=suite.token("trace-test", kind=PrincipalKind.SERVICE))
         try:
             await seed_store(client)
+            # A slow machine must not drop parts of the check-in (and so spans of a
+            # service): the budget is not what this test is about.
+            await client.notification.UpdateNotificationSettings(
+                note_pb.UpdateNotificationSettingsRequest(
+                    request_id=rid(),
+                    settings=note.NotificationSettings(
+                        briefing_budget=duration_pb2.Duration(seconds=10)
+                    ),
+                    update_mask=field_mask_pb2.FieldMask(paths=["briefing_budget"]),
+                    actor="trace-test",
+                )
+            )
             yield Traced(collector, suite, client)
         finally:
             await client.close()
