@@ -180,13 +180,26 @@ async def traced(
             await seed_store(client)
             # A slow machine must not drop parts of the check-in (and so spans of a
             # service): the budget is not what this test is about.
+            # And reminders are due as soon as the cart is abandoned, so that the test
+            # sees the sender handle one.
+            current = (
+                await client.notification.GetNotificationSettings(
+                    note_pb.GetNotificationSettingsRequest()
+                )
+            ).settings
+            kinds = list(current.message_kinds)
+            for kind in kinds:
+                if kind.kind == note.MESSAGE_KIND_ABANDONED_CART_REMINDER:
+                    kind.delay.CopyFrom(duration_pb2.Duration(seconds=0))
             await client.notification.UpdateNotificationSettings(
                 note_pb.UpdateNotificationSettingsRequest(
                     request_id=rid(),
                     settings=note.NotificationSettings(
-                        briefing_budget=duration_pb2.Duration(seconds=10)
+                        briefing_budget=duration_pb2.Duration(seconds=10), message_kinds=kinds
                     ),
-                    update_mask=field_mask_pb2.FieldMask(paths=["briefing_budget"]),
+                    update_mask=field_mask_pb2.FieldMask(
+                        paths=["briefing_budget", "message_kinds"]
+                    ),
                     actor="trace-test",
                 )
             )
@@ -440,6 +453,30 @@ async def test_cart_abandonment_reminder_links_back_to_the_cart_activity(
     trace = collector.trace(abandon.trace_id)
     under = [s for s in trace if s.span.parent_span_id == consumer.span.span_id]
     assert any(s.attribute("db.system") == "postgresql" for s in under), describe(trace)
+
+    # The sender handles the due reminder later, in a trace of its own linked to the
+    # handler that created it (whatever it decides: send, suppress or reschedule).
+    listed = await client.notification.ListMessages(
+        note_pb.ListMessagesRequest(customer_id=customer_id)
+    )
+    (reminder,) = [m for m in listed.messages if m.cart_id == cart.cart_id]
+
+    def sends() -> list[Received]:
+        spans = collector.named("notification", "notification.send_message")
+        return [s for s in spans if s.attribute("continuum.message.id") == reminder.message_id]
+
+    async def handled() -> bool:
+        return bool(sends())
+
+    await eventually(handled, timeout_s=30, interval_s=0.2)
+    send = sends()[0]
+    assert send.trace_id != abandon.trace_id
+    assert [(link.trace_id, link.span_id) for link in send.span.links] == [
+        (abandon.trace_id, consumer.span.span_id)
+    ]
+    # Its decision reads and writes the database inside that trace.
+    send_trace = collector.trace(send.trace_id)
+    assert any(s.attribute("db.system") == "postgresql" for s in send_trace), describe(send_trace)
 
 
 async def test_a_stopping_service_flushes_its_spans(

@@ -19,6 +19,7 @@ attempts, then FAILED. An order placed suppresses the customer's scheduled remin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import field_mask_pb2
+from opentelemetry import trace
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -59,8 +61,10 @@ from continuum_runtime.errors import (
 )
 from continuum_runtime.events import add_event
 from continuum_runtime.tasks import raise_if_cancelling
+from continuum_runtime.telemetry import fresh_context, links_to
 
 log = logging.getLogger(__name__)
+_tracer = trace.get_tracer("continuum_notification.messages")
 
 PURPOSE = {
     res.MESSAGE_KIND_ABANDONED_CART_REMINDER: prof_res.CONSENT_PURPOSE_MARKETING,
@@ -287,88 +291,99 @@ class Messages:
 
     async def _one(self) -> bool:
         settings = await self.policy.get()
-        async with self.db.transaction() as session:
-            due = await store.due_messages(session, utcnow(), 1)
-            if not due:
-                return False
-            message = due[0]
-            await session.execute(
-                text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 13))"),
-                {"k": message.customer_id},
-            )
-            decision = await self._decide(session, message, settings)
-            now = utcnow()
-            message.update_time.CopyFrom(stamp(now))
-            if decision.action == "suppress":
-                if decision.channel:
-                    message.channel = decision.channel  # type: ignore[assignment]
-                self._close(
-                    message, res.MESSAGE_STATUS_SUPPRESSED, decision.reason, decision.detail
+        with contextlib.ExitStack() as traced:
+            async with self.db.transaction() as session:
+                due = await store.due_messages(session, utcnow(), 1)
+                if not due:
+                    return False
+                message, traceparent = due[0]
+                # Handling a due message is a trace of its own (the sender's loop is quiet),
+                # linked to the trace of the trigger that created the message.
+                traced.enter_context(fresh_context())
+                traced.enter_context(
+                    _tracer.start_as_current_span(
+                        "notification.send_message",
+                        links=links_to({"traceparent": traceparent}),
+                        attributes={"continuum.message.id": message.message_id},
+                    )
                 )
-                await store.update_message(session, message)
-                await self._suppressed_event(session, message)
-                return True
-            if decision.action == "reschedule":
-                assert decision.when is not None
-                message.status_detail = decision.detail
-                message.scheduled_time.CopyFrom(stamp(decision.when))
-                message.next_attempt_time.CopyFrom(stamp(decision.when))
-                await store.update_message(session, message)
-                return True
-            message.status = res.MESSAGE_STATUS_SENDING
-            message.channel = decision.channel  # type: ignore[assignment]
-            message.recipient_masked = decision.masked
-            message.sender = self.sender.name
-            message.attempt_count += 1
-            message.send_time.CopyFrom(stamp(now))
-            message.subject, body = render(message)
-            await store.update_message(session, message)
-        # Committed as SENDING: from here on the message is never picked up again.
-        try:
-            provider_id = await self.sender.send(
-                Outgoing(
-                    message_id=message.message_id,
-                    channel=message.channel,
-                    recipient=decision.recipient,
-                    subject=message.subject,
-                    body=body,
-                    campaign_id=message.campaign_id,
+                await session.execute(
+                    text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 13))"),
+                    {"k": message.customer_id},
                 )
-            )
-        except Exception as exc:
-            raise_if_cancelling()
-            await self._failed_attempt(message, settings, f"{type(exc).__name__}: {exc}"[:500])
-            return True
-        async with self.db.transaction() as session:
-            message.status = res.MESSAGE_STATUS_SENT
-            message.provider_message_id = provider_id
-            message.update_time.GetCurrentTime()
-            message.ClearField("next_attempt_time")
-            await store.update_message(session, message)
-            await add_event(
-                session,
-                producer=PRODUCER,
-                event_type="notification.message_sent",
-                subject=message.customer_id,
-                customer_id=message.customer_id,
-                payload=ev.MessageSentEvent(
-                    message_id=message.message_id,
+                decision = await self._decide(session, message, settings)
+                now = utcnow()
+                message.update_time.CopyFrom(stamp(now))
+                if decision.action == "suppress":
+                    if decision.channel:
+                        message.channel = decision.channel  # type: ignore[assignment]
+                    self._close(
+                        message, res.MESSAGE_STATUS_SUPPRESSED, decision.reason, decision.detail
+                    )
+                    await store.update_message(session, message)
+                    await self._suppressed_event(session, message)
+                    return True
+                if decision.action == "reschedule":
+                    assert decision.when is not None
+                    message.status_detail = decision.detail
+                    message.scheduled_time.CopyFrom(stamp(decision.when))
+                    message.next_attempt_time.CopyFrom(stamp(decision.when))
+                    await store.update_message(session, message)
+                    return True
+                message.status = res.MESSAGE_STATUS_SENDING
+                message.channel = decision.channel  # type: ignore[assignment]
+                message.recipient_masked = decision.masked
+                message.sender = self.sender.name
+                message.attempt_count += 1
+                message.send_time.CopyFrom(stamp(now))
+                message.subject, body = render(message)
+                await store.update_message(session, message)
+            # Committed as SENDING: from here on the message is never picked up again.
+            try:
+                provider_id = await self.sender.send(
+                    Outgoing(
+                        message_id=message.message_id,
+                        channel=message.channel,
+                        recipient=decision.recipient,
+                        subject=message.subject,
+                        body=body,
+                        campaign_id=message.campaign_id,
+                    )
+                )
+            except Exception as exc:
+                raise_if_cancelling()
+                await self._failed_attempt(message, settings, f"{type(exc).__name__}: {exc}"[:500])
+                return True
+            async with self.db.transaction() as session:
+                message.status = res.MESSAGE_STATUS_SENT
+                message.provider_message_id = provider_id
+                message.update_time.GetCurrentTime()
+                message.ClearField("next_attempt_time")
+                await store.update_message(session, message)
+                await add_event(
+                    session,
+                    producer=PRODUCER,
+                    event_type="notification.message_sent",
+                    subject=message.customer_id,
                     customer_id=message.customer_id,
-                    kind=message.kind,
-                    channel=message.channel,
-                    skus=[i.sku for i in message.items],
-                    cart_id=message.cart_id,
-                    store_id=message.store_id,
-                    campaign_id=message.campaign_id,
-                    template_id=message.template_id,
-                    sender=message.sender,
-                    attempt_count=message.attempt_count,
-                    trigger_event_id=message.trigger_event_id,
-                    recommendation_id=message.recommendation_id,
-                    send_time=message.send_time,
-                ),
-            )
-        return True
+                    payload=ev.MessageSentEvent(
+                        message_id=message.message_id,
+                        customer_id=message.customer_id,
+                        kind=message.kind,
+                        channel=message.channel,
+                        skus=[i.sku for i in message.items],
+                        cart_id=message.cart_id,
+                        store_id=message.store_id,
+                        campaign_id=message.campaign_id,
+                        template_id=message.template_id,
+                        sender=message.sender,
+                        attempt_count=message.attempt_count,
+                        trigger_event_id=message.trigger_event_id,
+                        recommendation_id=message.recommendation_id,
+                        send_time=message.send_time,
+                    ),
+                )
+            return True
 
     async def _failed_attempt(
         self, message: res.CustomerMessage, settings: res.NotificationSettings, error: str

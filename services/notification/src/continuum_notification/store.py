@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from continuum.notification.v1 import notification_resources_pb2 as res
 from continuum_runtime.paging import bad_page_token, decode_page_token, encode_page_token
+from continuum_runtime.telemetry import current_traceparent
 
 Conn = AsyncSession | AsyncConnection
 
@@ -468,8 +469,9 @@ async def insert_message(session: AsyncSession, message: res.CustomerMessage) ->
         await session.execute(
             text(
                 "INSERT INTO messages (message_id, customer_id, kind, channel, status, dedup_key,"
-                " cart_id, due_at, created_at, body) VALUES (:id, :c, :k, :ch, :st, :d, :cart,"
-                " :due, :at, :body) ON CONFLICT (dedup_key) DO NOTHING RETURNING message_id"
+                " cart_id, due_at, created_at, body, traceparent) VALUES (:id, :c, :k, :ch, :st,"
+                " :d, :cart, :due, :at, :body, :tp)"
+                " ON CONFLICT (dedup_key) DO NOTHING RETURNING message_id"
             ),
             {
                 "id": uuid.UUID(message.message_id),
@@ -482,6 +484,8 @@ async def insert_message(session: AsyncSession, message: res.CustomerMessage) ->
                 "due": ts_dt(message.scheduled_time),
                 "at": ts_dt(message.create_time),
                 "body": message.SerializeToString(),
+                # The trigger's trace, for the sender's span link (see migration 0003).
+                "tp": current_traceparent(),
             },
         )
     ).one_or_none()
@@ -526,17 +530,19 @@ async def get_message(
 
 async def due_messages(
     session: AsyncSession, now: datetime, limit: int
-) -> list[res.CustomerMessage]:
+) -> list[tuple[res.CustomerMessage, str]]:
+    """Due scheduled messages, locked (skipping those another sender holds), each with the
+    ``traceparent`` of the work that created it."""
     rows = (
         await session.execute(
             text(
-                "SELECT body FROM messages WHERE status = :st AND due_at <= :now"
+                "SELECT body, traceparent FROM messages WHERE status = :st AND due_at <= :now"
                 " ORDER BY due_at LIMIT :n FOR UPDATE SKIP LOCKED"
             ),
             {"st": res.MESSAGE_STATUS_SCHEDULED, "now": now, "n": limit},
         )
     ).all()
-    return [res.CustomerMessage.FromString(bytes(r.body)) for r in rows]
+    return [(res.CustomerMessage.FromString(bytes(r.body)), str(r.traceparent)) for r in rows]
 
 
 async def scheduled_reminders(session: AsyncSession, customer_id: str) -> list[res.CustomerMessage]:
