@@ -9,8 +9,6 @@ from typing import Any
 
 import asyncpg
 from opentelemetry import trace
-from opentelemetry.instrumentation.utils import is_instrumentation_enabled
-from opentelemetry.trace import SpanKind
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -22,7 +20,7 @@ from sqlalchemy.ext.asyncio import (
 
 from continuum_runtime.config import DatabaseSettings
 from continuum_runtime.embedded import to_asyncpg_dsn
-from continuum_runtime.telemetry import instrument_engine
+from continuum_runtime.telemetry import db_span, instrument_engine
 
 _tracer = trace.get_tracer("continuum_runtime.db")
 
@@ -83,13 +81,7 @@ class Database:
         $1, $2 ... placeholders. A database outage raises the driver's connection errors,
         which callers see as UNAVAILABLE; the pool reconnects on the next call."""
         pool = self._read_pool or await self._open_read_pool()
-        if not is_instrumentation_enabled():  # a quiet background poll
-            async with pool.acquire(timeout=self._settings.pool_timeout_s) as conn:
-                quiet_rows: list[Any] = await conn.fetch(sql, *args)
-            return quiet_rows
-        with _tracer.start_as_current_span(
-            span_name, kind=SpanKind.CLIENT, attributes={"db.system": "postgresql"}
-        ):
+        with db_span(_tracer, span_name):
             async with pool.acquire(timeout=self._settings.pool_timeout_s) as conn:
                 rows: list[Any] = await conn.fetch(sql, *args)
         return rows

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context, attach, detach
-from opentelemetry.instrumentation.utils import suppress_instrumentation
+from opentelemetry.instrumentation.utils import (
+    is_instrumentation_enabled,
+    suppress_instrumentation,
+)
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import (
@@ -187,6 +190,16 @@ def fresh_context(base: Context | None = None) -> Iterator[None]:
         yield
     finally:
         detach(token)
+
+
+def db_span(tracer: trace.Tracer, name: str) -> AbstractContextManager[Any]:
+    """A client span for a statement sent on the asyncpg driver directly (SQLAlchemy's
+    statements get theirs from the instrumentation), or nothing inside :func:`quiet`."""
+    if not is_instrumentation_enabled():
+        return nullcontext()
+    return tracer.start_as_current_span(
+        name, kind=trace.SpanKind.CLIENT, attributes={"db.system": "postgresql"}
+    )
 
 
 def quiet() -> AbstractContextManager[None]:

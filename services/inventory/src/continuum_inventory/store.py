@@ -20,12 +20,12 @@ from functools import lru_cache
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from continuum_inventory.domain import SignalState, Threshold
 from continuum_runtime.db import Database
+from continuum_runtime.telemetry import db_span
 
 _tracer = trace.get_tracer(__name__)
 
@@ -106,9 +106,7 @@ async def driver_of(session: AsyncSession) -> Any:
 async def fetch_one(session: AsyncSession, sql: str, values: dict[str, Any]) -> Record | None:
     query, names = _positional(sql)
     driver = await driver_of(session)
-    with _tracer.start_as_current_span(
-        "inventory.write", kind=SpanKind.CLIENT, attributes={"db.system": "postgresql"}
-    ):
+    with db_span(_tracer, "inventory.write"):
         row = await driver.fetchrow(query, *(values[n] for n in names))
     return None if row is None else Record(row)
 
@@ -708,9 +706,7 @@ async def insert_reservation(session: AsyncSession, values: dict[str, Any]) -> A
 async def insert_events(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
     """Outbox rows (see continuum_runtime.events.outbox) in one statement."""
     driver = await driver_of(session)
-    with _tracer.start_as_current_span(
-        "INSERT inventory.outbox", kind=SpanKind.CLIENT, attributes={"db.system": "postgresql"}
-    ):
+    with db_span(_tracer, "INSERT inventory.outbox"):
         await driver.execute(
             "INSERT INTO outbox (event_id, producer, event_type, subject, envelope) "
             "SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[])",

@@ -25,20 +25,18 @@ from datetime import datetime
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from continuum_runtime.db import Database
 from continuum_runtime.paging import bad_page_token, decode_page_token, encode_page_token
+from continuum_runtime.telemetry import db_span
 
 _tracer = trace.get_tracer("continuum_profile.store")
 
 
 def _span(name: str) -> Any:
-    return _tracer.start_as_current_span(
-        name, kind=SpanKind.CLIENT, attributes={"db.system": "postgresql"}
-    )
+    return db_span(_tracer, name)
 
 
 # --- ingestion -----------------------------------------------------------------------------
