@@ -180,7 +180,10 @@ async def test_callers_deadline_is_propagated(probe: ServiceServer, probe_stub, 
         metadata=bearer(make_token()),
         timeout=2.0,
     )
-    assert reply.own_remaining_ms <= 2000
+    # The handler sees the caller's 2 s, not the server's default. gRPC derives the time
+    # left from a clock it caches per poll, so a loaded machine can show a few ms more
+    # than was sent (2,008 ms was seen in CI): allow that much, nothing like the default.
+    assert reply.own_remaining_ms <= 2000 + 50
     assert 0 < reply.downstream_remaining_ms < reply.own_remaining_ms
 
 
