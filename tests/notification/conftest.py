@@ -9,18 +9,18 @@ budget); tests keep apart by using customers and identifiers of their own.
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
 import grpc
 import pytest_asyncio
+import redis.asyncio as aioredis
 from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
 from google.type import latlng_pb2
-from pydantic import SecretStr
 from sqlalchemy import text
 
 from continuum.cart.v1 import cart_resources_pb2 as cart_res
@@ -38,30 +38,14 @@ from continuum.notification.v1 import notification_service_pb2_grpc as pb_grpc
 from continuum.profile.v1 import profile_resources_pb2 as prof
 from continuum.profile.v1 import profile_service_pb2 as prof_pb
 from continuum.profile.v1 import profile_service_pb2_grpc as prof_grpc
-from continuum_cart.__main__ import MIGRATIONS as CART_MIGRATIONS
-from continuum_cart.__main__ import make_server as make_cart
-from continuum_cart.settings import CartSettings
-from continuum_identity.__main__ import MIGRATIONS as IDENTITY_MIGRATIONS
-from continuum_identity.__main__ import make_server as make_identity
-from continuum_identity.settings import IdentitySettings
-from continuum_inventory.__main__ import MIGRATIONS as INVENTORY_MIGRATIONS
-from continuum_inventory.__main__ import make_server as make_inventory
-from continuum_inventory.settings import InventorySettings
 from continuum_notification.__main__ import MIGRATIONS as NOTIFICATION_MIGRATIONS
 from continuum_notification.__main__ import make_server as make_notification
-from continuum_notification.settings import NotificationSettings, SenderSettings
-from continuum_profile.__main__ import MIGRATIONS as PROFILE_MIGRATIONS
-from continuum_profile.__main__ import make_server as make_profile
-from continuum_profile.settings import DeriveSettings, ProfileSettings
-from continuum_runtime.app import ServiceContext, open_context
 from continuum_runtime.auth import PrincipalKind, issue_token
-from continuum_runtime.config import AuthSettings, EventSettings, ServiceSettings
-from continuum_runtime.embedded import drop_database, ensure_database, with_database
+from continuum_runtime.config import AuthSettings
 from continuum_runtime.events import stream_key
-from continuum_runtime.server import ServiceServer
-from continuum_runtime.testing import TestStores, eventually
+from continuum_runtime.testing import TestStores, eventually, fresh_database
+from tests.inprocess import Running, start, start_core
 
-FAST_EVENTS = EventSettings(consumer_block_ms=50, relay_poll_interval_s=0.02)
 WEB = channel_pb2.CHANNEL_WEB
 STORE_1, STORE_2 = "store-1", "store-2"
 
@@ -89,12 +73,6 @@ def rid() -> str:
     return str(uuid.uuid4())
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def email(address: str) -> identifier_pb2.Identifier:
     return identifier_pb2.Identifier(type=identifier_pb2.IDENTIFIER_TYPE_EMAIL, value=address)
 
@@ -109,15 +87,7 @@ def now_ts() -> timestamp_pb2.Timestamp:
     return ts
 
 
-@dataclass
-class Service:
-    server: ServiceServer
-    ctx: ServiceContext
-    url: str
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.server.port}"
+Service = Running  # a service started in-process (server, context, database URL)
 
 
 @dataclass
@@ -345,153 +315,81 @@ async def _seed(stub: Any, md: Any) -> None:
         )
 
 
-async def _start(
-    settings: ServiceSettings, migrations: Path, make: Callable[[ServiceContext], ServiceServer]
-) -> Service:
-    ctx = await open_context(settings, migrations)
-    server = make(ctx)
-    await server.start()
-    return Service(server=server, ctx=ctx, url=settings.database_url.get_secret_value())
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def suite(
     test_stores: TestStores, auth_settings: AuthSettings, tmp_path_factory: Any
 ) -> AsyncIterator[Suite]:
     namespace = f"t{uuid.uuid4().hex[:12]}"
-    urls = {
-        name: with_database(test_stores.postgres_url, f"n{name[:3]}_{uuid.uuid4().hex[:12]}")
-        for name in ("identity", "profile", "cart", "inventory", "notification")
-    }
-    for url in urls.values():
-        await ensure_database(url)
-    common: dict[str, Any] = {
-        "redis_url": SecretStr(test_stores.redis_url),
-        "redis_namespace": namespace,
-        "auth": auth_settings,
-        "environment": "test",
-        "port": 0,
-        "events": FAST_EVENTS,
-    }
-    services: dict[str, Service] = {}
     outbox_file = Path(tmp_path_factory.mktemp("notification")) / "messages.jsonl"
+    md = (
+        (
+            "authorization",
+            "Bearer " + issue_token(auth_settings, subject="tests", kind=PrincipalKind.SERVICE),
+        ),
+    )
     try:
-        services["identity"] = await _start(
-            IdentitySettings(
-                database_url=SecretStr(urls["identity"]),
-                identifier_key=SecretStr("notification-tests-identity-key"),
-                **common,
-            ),
-            IDENTITY_MIGRATIONS,
-            make_identity,
-        )
-        services["inventory"] = await _start(
-            InventorySettings(database_url=SecretStr(urls["inventory"]), **common),
-            INVENTORY_MIGRATIONS,
-            make_inventory,
-        )
-        services["profile"] = await _start(
-            ProfileSettings(
-                database_url=SecretStr(urls["profile"]),
-                identity_target=services["identity"].target,
-                derive=DeriveSettings(delay_s=0.0, poll_interval_s=0.05, publish_interval_s=0.0),
-                **common,
-            ),
-            PROFILE_MIGRATIONS,
-            make_profile,
-        )
-        services["cart"] = await _start(
-            CartSettings(
-                database_url=SecretStr(urls["cart"]),
-                inventory_target=services["inventory"].target,
-                item_cache_ttl_s=0.0,
-                abandon_after_s=3600.0,
-                abandon_check_interval_s=3600.0,
-                **common,
-            ),
-            CART_MIGRATIONS,
-            make_cart,
-        )
-
-        def notification_settings(**targets: str) -> NotificationSettings:
-            return NotificationSettings(
-                database_url=SecretStr(urls["notification"]),
-                identity_target=services["identity"].target,
-                profile_target=targets.get("profile", services["profile"].target),
-                cart_target=services["cart"].target,
-                inventory_target=services["inventory"].target,
-                recommendation_target=targets.get("recommendation", f"127.0.0.1:{free_port()}"),
-                send_interval_s=0.05,
-                maintenance_interval_s=0.2,
-                sender=SenderSettings(kind="file", file_path=outbox_file),
-                **common,
+        # Closed in reverse: channels, replicas, notification, the four, then the databases.
+        async with AsyncExitStack() as stack:
+            core = await start_core(
+                stack, test_stores, auth_settings, namespace=namespace, prefix="n"
             )
+            notification_url = await stack.enter_async_context(fresh_database(test_stores, "nnot"))
 
-        services["notification"] = await _start(
-            notification_settings(), NOTIFICATION_MIGRATIONS, make_notification
-        )
-        replicas: list[Service] = []
+            async def start_notification(**targets: str) -> Service:
+                """A notification service (another replica after the first) on the same
+                database and Redis namespace; ``profile=`` / ``recommendation=`` override
+                those targets."""
+                settings = core.notification_settings(notification_url, outbox_file, **targets)
+                return await start(stack, settings, NOTIFICATION_MIGRATIONS, make_notification)
 
-        async def start_replica(**targets: str) -> Service:
-            """Another notification replica on the same database and Redis namespace
-            (``profile=`` / ``recommendation=`` override those targets)."""
-            replica = await _start(
-                notification_settings(**targets), NOTIFICATION_MIGRATIONS, make_notification
-            )
-            replicas.append(replica)
-            return replica
-
-        md = (
-            (
-                "authorization",
-                "Bearer " + issue_token(auth_settings, subject="tests", kind=PrincipalKind.SERVICE),
-            ),
-        )
-        channels = {name: grpc.aio.insecure_channel(svc.target) for name, svc in services.items()}
-        await _seed(inv_grpc.InventoryServiceStub(channels["inventory"]), md)
-        # The tests assert what a briefing holds, not how fast a loaded machine fills it: a
-        # generous budget keeps a slow CI run from dropping parts. (Down services still fail
-        # at once: their targets refuse connections.)
-        await pb_grpc.NotificationServiceStub(channels["notification"]).UpdateNotificationSettings(
-            pb.UpdateNotificationSettingsRequest(
-                request_id=rid(),
-                settings=res.NotificationSettings(
-                    briefing_budget=duration_pb2.Duration(seconds=10)
+            services = {
+                "identity": core.identity,
+                "inventory": core.inventory,
+                "profile": core.profile,
+                "cart": core.cart,
+                "notification": await start_notification(),
+            }
+            channels = {
+                name: grpc.aio.insecure_channel(svc.target) for name, svc in services.items()
+            }
+            await _seed(inv_grpc.InventoryServiceStub(channels["inventory"]), md)
+            # The tests assert what a briefing holds, not how fast a loaded machine fills
+            # it: a generous budget keeps a slow CI run from dropping parts. (Down services
+            # still fail at once: their targets refuse connections.)
+            notification = pb_grpc.NotificationServiceStub(channels["notification"])
+            await notification.UpdateNotificationSettings(
+                pb.UpdateNotificationSettingsRequest(
+                    request_id=rid(),
+                    settings=res.NotificationSettings(
+                        briefing_budget=duration_pb2.Duration(seconds=10)
+                    ),
+                    update_mask=field_mask_pb2.FieldMask(paths=["briefing_budget"]),
+                    actor="tests",
                 ),
-                update_mask=field_mask_pb2.FieldMask(paths=["briefing_budget"]),
-                actor="tests",
-            ),
-            metadata=md,
-        )
-        suite = Suite(
-            notification=cast(Any, pb_grpc.NotificationServiceStub(channels["notification"])),
-            identity=cast(Any, id_grpc.IdentityServiceStub(channels["identity"])),
-            profile=cast(Any, prof_grpc.ProfileServiceStub(channels["profile"])),
-            cart=cast(Any, cart_grpc.CartServiceStub(channels["cart"])),
-            inventory=cast(Any, inv_grpc.InventoryServiceStub(channels["inventory"])),
-            services=services,
-            auth=auth_settings,
-            namespace=namespace,
-            stores=test_stores,
-            outbox_file=outbox_file,
-            metadata=md,
-            start_replica=start_replica,
-            channels=list(channels.values()),
-        )
-        yield suite
-        for channel in suite.channels:
-            await channel.close(None)
-        for replica in replicas:
-            await replica.server.drain(grace_s=0.2)
+                metadata=md,
+            )
+            suite = Suite(
+                notification=cast(Any, notification),
+                identity=cast(Any, id_grpc.IdentityServiceStub(channels["identity"])),
+                profile=cast(Any, prof_grpc.ProfileServiceStub(channels["profile"])),
+                cart=cast(Any, cart_grpc.CartServiceStub(channels["cart"])),
+                inventory=cast(Any, inv_grpc.InventoryServiceStub(channels["inventory"])),
+                services=services,
+                auth=auth_settings,
+                namespace=namespace,
+                stores=test_stores,
+                outbox_file=outbox_file,
+                metadata=md,
+                start_replica=start_notification,
+                channels=list(channels.values()),
+            )
+            try:
+                yield suite
+            finally:
+                for channel in suite.channels:
+                    await channel.close(None)
     finally:
-        for name in ("notification", "cart", "profile", "inventory", "identity"):
-            if name in services:
-                await services[name].server.drain(grace_s=0.2)
-        for url in urls.values():
-            await drop_database(url)
-        from redis.asyncio import from_url
-
-        client = from_url(test_stores.redis_url)
+        client = aioredis.from_url(test_stores.redis_url)
         keys = [key async for key in client.scan_iter(match=f"{namespace}:*")]
         if keys:
             await client.delete(*keys)

@@ -20,7 +20,8 @@ from continuum.recommendation.v1 import recommendation_service_pb2 as rec_pb
 from continuum.recommendation.v1 import recommendation_service_pb2_grpc as rec_grpc
 from continuum_runtime.client import error_reason
 from continuum_runtime.events import unpack_payload
-from tests.notification.conftest import STORE_1, Suite, free_port, rid
+from tests.inprocess import free_port
+from tests.notification.conftest import STORE_1, Suite, rid
 from tests.notification.test_checkin import subscribed
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -33,7 +33,14 @@ from continuum_runtime.app import ServiceContext
 from continuum_runtime.config import AuthSettings
 from continuum_runtime.events import new_envelope, stream_key
 from continuum_runtime.server import ServiceServer
-from continuum_runtime.testing import TestStores, TokenFactory, eventually, fresh_database, serving
+from continuum_runtime.testing import (
+    TestStores,
+    TokenFactory,
+    eventually,
+    fresh_database,
+    service_fields,
+    serving,
+)
 
 WEB = channel_pb2.CHANNEL_WEB
 APP = channel_pb2.CHANNEL_APP
@@ -232,13 +239,7 @@ async def suite(
     auth_settings: AuthSettings,
     make_token: TokenFactory,
 ) -> AsyncIterator[Suite]:
-    common: dict[str, Any] = {
-        "redis_url": SecretStr(test_stores.redis_url),
-        "redis_namespace": redis_namespace,
-        "auth": auth_settings,
-        "environment": "test",
-        "port": 0,
-    }
+    common = service_fields(test_stores, redis_namespace, auth_settings)
     async with (
         fresh_database(test_stores, "inv") as inventory_url,
         serving(

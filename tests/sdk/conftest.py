@@ -12,7 +12,6 @@ own.
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
@@ -24,7 +23,6 @@ import pytest_asyncio
 import redis.asyncio as aioredis
 from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
 from google.type import latlng_pb2
-from pydantic import SecretStr
 
 from continuum.common.v1 import channel_pb2
 from continuum.inventory.v1 import inventory_resources_pb2 as inv
@@ -33,30 +31,18 @@ from continuum.notification.v1 import notification_resources_pb2 as notif_res
 from continuum.notification.v1 import notification_service_pb2 as notif_pb
 from continuum.profile.v1 import profile_resources_pb2 as prof
 from continuum.profile.v1 import profile_service_pb2 as prof_pb
-from continuum_cart.__main__ import MIGRATIONS as CART_MIGRATIONS
-from continuum_cart.__main__ import make_server as make_cart
-from continuum_cart.settings import CartSettings
-from continuum_identity.__main__ import MIGRATIONS as IDENTITY_MIGRATIONS
-from continuum_identity.__main__ import make_server as make_identity
-from continuum_identity.settings import IdentitySettings
-from continuum_inventory.__main__ import MIGRATIONS as INVENTORY_MIGRATIONS
-from continuum_inventory.__main__ import make_server as make_inventory
-from continuum_inventory.settings import InventorySettings
 from continuum_notification.__main__ import MIGRATIONS as NOTIFICATION_MIGRATIONS
 from continuum_notification.__main__ import make_server as make_notification
-from continuum_notification.settings import NotificationSettings, SenderSettings
-from continuum_profile.__main__ import MIGRATIONS as PROFILE_MIGRATIONS
-from continuum_profile.__main__ import make_server as make_profile
-from continuum_profile.settings import DeriveSettings, ProfileSettings
+from continuum_notification.settings import NotificationSettings
 from continuum_runtime.app import ServiceContext
 from continuum_runtime.auth import PrincipalKind, issue_token
-from continuum_runtime.config import AuthSettings, EventSettings
+from continuum_runtime.config import AuthSettings
 from continuum_runtime.server import ServiceServer
 from continuum_runtime.testing import TestStores, fresh_database, serving
 from continuum_sdk import AsyncContinuum, ClientConfig, money
 from continuum_sdk.identifiers import email, loyalty
+from tests.inprocess import start_core
 
-FAST_EVENTS = EventSettings(consumer_block_ms=50, relay_poll_interval_s=0.02)
 STORE_1, STORE_2 = "store-1", "store-2"
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -68,12 +54,6 @@ CATALOGUE: dict[str, tuple[str, str, str, str, int]] = {
 }
 STOCK = [("SHOE-38", STORE_1, 50), ("SHOE-39", STORE_1, 2), ("BAG-1", STORE_1, 50)]
 STOCK += [("SHOE-38", "wh-1", 50), ("SHOE-39", "wh-1", 50), ("BAG-1", "wh-1", 50)]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def target(server: ServiceServer) -> str:
@@ -227,79 +207,14 @@ async def suite(
     test_stores: TestStores, auth_settings: AuthSettings, tmp_path_factory: Any
 ) -> AsyncIterator[Suite]:
     namespace = f"t{uuid.uuid4().hex[:12]}"
-    common: dict[str, Any] = {
-        "redis_url": SecretStr(test_stores.redis_url),
-        "redis_namespace": namespace,
-        "auth": auth_settings,
-        "environment": "test",
-        "port": 0,
-        "events": FAST_EVENTS,
-    }
     try:
         async with AsyncExitStack() as stack:
-            urls = {
-                name: await stack.enter_async_context(fresh_database(test_stores, f"sdk{name[:3]}"))
-                for name in ("identity", "inventory", "profile", "cart", "notification")
-            }
-            identity, _ = await stack.enter_async_context(
-                serving(
-                    IdentitySettings(
-                        database_url=SecretStr(urls["identity"]),
-                        identifier_key=SecretStr("sdk-tests-identity-key"),
-                        **common,
-                    ),
-                    IDENTITY_MIGRATIONS,
-                    make_identity,
-                )
+            core = await start_core(
+                stack, test_stores, auth_settings, namespace=namespace, prefix="sdk"
             )
-            inventory, _ = await stack.enter_async_context(
-                serving(
-                    InventorySettings(database_url=SecretStr(urls["inventory"]), **common),
-                    INVENTORY_MIGRATIONS,
-                    make_inventory,
-                )
-            )
-            profile, _ = await stack.enter_async_context(
-                serving(
-                    ProfileSettings(
-                        database_url=SecretStr(urls["profile"]),
-                        identity_target=target(identity),
-                        derive=DeriveSettings(
-                            delay_s=0.0, poll_interval_s=0.05, publish_interval_s=0.0
-                        ),
-                        **common,
-                    ),
-                    PROFILE_MIGRATIONS,
-                    make_profile,
-                )
-            )
-            cart, _ = await stack.enter_async_context(
-                serving(
-                    CartSettings(
-                        database_url=SecretStr(urls["cart"]),
-                        inventory_target=target(inventory),
-                        item_cache_ttl_s=0.0,
-                        abandon_after_s=3600.0,
-                        abandon_check_interval_s=3600.0,
-                        **common,
-                    ),
-                    CART_MIGRATIONS,
-                    make_cart,
-                )
-            )
-            notification_settings = NotificationSettings(
-                database_url=SecretStr(urls["notification"]),
-                identity_target=target(identity),
-                profile_target=target(profile),
-                cart_target=target(cart),
-                inventory_target=target(inventory),
-                recommendation_target=f"127.0.0.1:{free_port()}",
-                send_interval_s=0.05,
-                maintenance_interval_s=0.2,
-                sender=SenderSettings(
-                    kind="file", file_path=Path(tmp_path_factory.mktemp("sdk")) / "messages.jsonl"
-                ),
-                **common,
+            notification_settings = core.notification_settings(
+                await stack.enter_async_context(fresh_database(test_stores, "sdknot")),
+                Path(tmp_path_factory.mktemp("sdk")) / "messages.jsonl",
             )
             notification_cm = serving(
                 notification_settings, NOTIFICATION_MIGRATIONS, make_notification
@@ -308,10 +223,10 @@ async def suite(
             suite = Suite(
                 auth=auth_settings,
                 targets={
-                    "identity": target(identity),
-                    "inventory": target(inventory),
-                    "profile": target(profile),
-                    "cart": target(cart),
+                    "identity": core.identity.target,
+                    "inventory": core.inventory.target,
+                    "profile": core.profile.target,
+                    "cart": core.cart.target,
                     "notification": target(notification),
                     "recommendation": notification_settings.recommendation_target,
                 },

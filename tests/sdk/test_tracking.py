@@ -13,8 +13,9 @@ from continuum_runtime.testing import eventually
 from continuum_sdk import AsyncContinuum, EventBuilder, EventsRejected, TrackResult, product
 from continuum_sdk import errors as e
 from continuum_sdk.identifiers import device, email
+from tests.inprocess import free_port
 
-from .conftest import Suite, free_port
+from .conftest import Suite
 
 
 def builder(tag: str) -> EventBuilder:

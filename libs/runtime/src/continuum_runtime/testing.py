@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -93,6 +94,21 @@ async def fresh_database(test_stores: TestStores, prefix: str = "t") -> AsyncIte
         yield url
     finally:
         await drop_database(url)
+
+
+def service_fields(
+    test_stores: TestStores, namespace: str, auth: AuthSettings, **extra: Any
+) -> dict[str, Any]:
+    """The settings every in-process test service shares (its Redis, key namespace, token
+    key, test environment, a free port), plus ``extra``; add the service's own."""
+    return {
+        "redis_url": SecretStr(test_stores.redis_url),
+        "redis_namespace": namespace,
+        "auth": auth,
+        "environment": "test",
+        "port": 0,
+        **extra,
+    }
 
 
 @asynccontextmanager
