@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from sqlalchemy import text
 
+from continuum_runtime.config import DatabaseSettings
 from continuum_runtime.db import Database
 from continuum_runtime.errors import is_dependency_outage
 
@@ -61,3 +64,24 @@ async def test_the_read_pool_survives_killed_connections(
         assert all(is_dependency_outage(exc) for exc in failures), [repr(e) for e in failures]
     finally:
         await killer.dispose()
+
+
+async def test_reads_beyond_the_read_pool_wait_their_turn_and_cancelled_reads_free_their_slot(
+    database_url: str,
+) -> None:
+    database = Database(database_url, DatabaseSettings(read_pool_size=2))
+    try:
+        sql = "SELECT $1::int FROM pg_sleep(0.02)"
+        # Ten readers on two connections: every one gets its own answer.
+        answers = await asyncio.gather(*(database.fetch("SELECT probe", sql, n) for n in range(10)))
+        assert [rows[0][0] for rows in answers] == list(range(10))
+        # Callers that give up mid-read (a deadline) must not take their connection along.
+        for _ in range(4):
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.005):
+                    await database.fetch("SELECT probe", "SELECT 1 FROM pg_sleep(1)")
+        async with asyncio.timeout(10):
+            again = await asyncio.gather(*(database.fetch("SELECT probe", sql, n) for n in (7, 8)))
+        assert [rows[0][0] for rows in again] == [7, 8]
+    finally:
+        await database.dispose()

@@ -14,7 +14,7 @@ from google.rpc import error_details_pb2, status_pb2
 from continuum_runtime.auth import service_token
 from continuum_runtime.config import ServiceSettings, TLSSettings
 from continuum_runtime.deadlines import outbound_timeout
-from continuum_runtime.telemetry import grpc_client_interceptors
+from continuum_runtime.telemetry import carry_context, grpc_client_interceptors
 
 TokenSource = Callable[[], str]
 M = TypeVar("M", bound=Message)
@@ -59,6 +59,7 @@ def _with_call_settings(
     metadata = grpc.aio.Metadata(*(details.metadata or ()))
     if token is not None and "authorization" not in metadata:
         metadata["authorization"] = f"Bearer {token()}"
+    carry_context(metadata)
     return grpc.aio.ClientCallDetails(
         method=details.method,
         timeout=timeout,
@@ -118,6 +119,7 @@ def _stream_details(details: Any, token: TokenSource | None) -> grpc.aio.ClientC
     metadata = grpc.aio.Metadata(*(details.metadata or ()))
     if token is not None and "authorization" not in metadata:
         metadata["authorization"] = f"Bearer {token()}"
+    carry_context(metadata)
     from continuum_runtime.deadlines import time_remaining
 
     remaining = time_remaining()
