@@ -120,3 +120,22 @@ async def test_a_remembered_token_still_expires() -> None:
     with pytest.raises(Unauthenticated) as caught:
         verifier.verify(token)
     assert caught.value.reason == "TOKEN_EXPIRED"
+
+
+def test_a_service_runs_on_uvloop_unless_configured_otherwise(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    import uvloop
+
+    from continuum_runtime.app import run_event_loop
+
+    loops: list[type] = []
+
+    async def record() -> None:
+        loops.append(type(asyncio.get_running_loop()))
+
+    run_event_loop(record(), ServiceSettings().event_loop)
+    monkeypatch.setenv("CONTINUUM_EVENT_LOOP", "asyncio")
+    run_event_loop(record(), ServiceSettings().event_loop)
+    assert loops[0] is uvloop.Loop
+    assert not issubclass(loops[1], uvloop.Loop)

@@ -10,6 +10,7 @@ by subclassing :class:`ServiceSettings`. When ``CONTINUUM_DATABASE_URL`` or
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -117,6 +118,10 @@ class ServiceSettings(BaseSettings):
     drain_notice_s: float = 0.2
     # Seconds between dependency health checks.
     health_interval_s: float = 2.0
+
+    # The event loop a service runs on: "uvloop" (default), or "asyncio" (the standard
+    # library's) should a platform need it.
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
 
     otlp_endpoint: str = ""
     log_level: str = "INFO"

@@ -245,13 +245,16 @@ def _wrap(
         unary_unary = cast(Callable[[Any, Any], Awaitable[Any]], handler.unary_unary)
 
         async def uu(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            timeout = deadline_for(context)
-            deadline_token = set_deadline(timeout)
+            remaining: float | None = context.time_remaining()  # None: no deadline
+            deadline_token = set_deadline(default_deadline_s if remaining is None else remaining)
             try:
                 # Each RPC runs in its own task: the principal needs no reset.
                 set_principal(authenticate(context))
                 _check_request(request)
-                async with asyncio.timeout(timeout):
+                if remaining is not None:
+                    # gRPC cancels the handler at the caller's deadline.
+                    return await unary_unary(request, context)
+                async with asyncio.timeout(default_deadline_s):
                     return await unary_unary(request, context)
             except grpc.aio.AbortError:
                 raise

@@ -14,7 +14,7 @@ import asyncio
 import io
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -219,8 +219,3 @@ async def _supervised(job: BackgroundTask) -> None:
             raise_if_cancelling()
             log.exception("background task %s crashed; restarting", job.__qualname__)
             await asyncio.sleep(1.0)
-
-
-def run_forever(main: Callable[[], Coroutine[Any, Any, Any]]) -> None:
-    """Entry point helper: run ``main`` in a fresh event loop."""
-    asyncio.run(main())
