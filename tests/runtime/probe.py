@@ -25,11 +25,13 @@ class ProbeServicer(pb_grpc.ProbeServiceServicer):
     def __init__(self, token: str = "") -> None:
         self.token = token
         self.started = asyncio.Event()
+        self.slept_through = 0  # Echo calls whose sleep ran to its end
 
     async def Echo(self, request: pb.EchoRequest, context: Any) -> pb.EchoResponse:
         self.started.set()
         if request.sleep_ms:
             await asyncio.sleep(request.sleep_ms / 1000)
+            self.slept_through += 1
         remaining = time_remaining()
         return pb.EchoResponse(
             text=request.text,

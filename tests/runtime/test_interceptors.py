@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 from google.rpc import error_details_pb2
@@ -202,6 +204,30 @@ async def test_default_deadline_cuts_off_a_slow_handler(auth_settings, make_toke
                     pb.EchoRequest(text="x", sleep_ms=3000), metadata=bearer(make_token())
                 )
             assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    finally:
+        await server.drain(grace_s=0.1)
+
+
+async def test_the_callers_deadline_stops_the_handlers_work(auth_settings, make_token) -> None:  # type: ignore[no-untyped-def]
+    from continuum_runtime.config import ServiceSettings
+    from tests.runtime.probe import ProbeServicer, probe_server
+
+    servicer = ProbeServicer()
+    server = probe_server(ServiceSettings(service_name="probe", auth=auth_settings), servicer)
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = pb_grpc.ProbeServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.Echo(
+                    pb.EchoRequest(text="x", sleep_ms=600),
+                    metadata=bearer(make_token()),
+                    timeout=0.1,
+                )
+            assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            await asyncio.sleep(0.8)
+            # Nobody waits for the answer any more: the handler was stopped, not finished.
+            assert servicer.slept_through == 0
     finally:
         await server.drain(grace_s=0.1)
 
