@@ -14,7 +14,7 @@ from google.rpc import error_details_pb2, status_pb2
 from continuum_runtime.auth import service_token
 from continuum_runtime.config import ServiceSettings, TLSSettings
 from continuum_runtime.deadlines import outbound_timeout
-from continuum_runtime.telemetry import carry_context, grpc_client_interceptors
+from continuum_runtime.telemetry import carry_context, grpc_client_spans, spans_exported
 
 TokenSource = Callable[[], str]
 M = TypeVar("M", bound=Message)
@@ -70,49 +70,63 @@ def _with_call_settings(
 
 
 class _UnaryUnary(_UU):
-    def __init__(self, token: TokenSource | None, default_s: float, margin_s: float) -> None:
+    def __init__(self, token: TokenSource | None, default_s: float, margin_s: float, spans: Any):
         self._args = (token, default_s, margin_s)
+        self._spans = spans
 
     async def intercept_unary_unary(
         self, continuation: Any, client_call_details: Any, request: Any
     ) -> Any:
-        return await continuation(_with_call_settings(client_call_details, *self._args), request)
+        details = _with_call_settings(client_call_details, *self._args)
+        if self._spans is not None and spans_exported():
+            return await self._spans.intercept_unary_unary(continuation, details, request)
+        return await continuation(details, request)
 
 
 class _UnaryStream(_US):
-    def __init__(self, token: TokenSource | None, default_s: float, margin_s: float) -> None:
+    def __init__(self, token: TokenSource | None, default_s: float, margin_s: float, spans: Any):
         self._token = token
+        self._spans = spans
 
     async def intercept_unary_stream(
         self, continuation: Any, client_call_details: Any, request: Any
     ) -> Any:
         # Streams are not bounded by the default deadline (a feed lasts as long as the
         # caller wants); an explicit timeout or the handled RPC's deadline still applies.
-        return await continuation(_stream_details(client_call_details, self._token), request)
+        details = _stream_details(client_call_details, self._token)
+        if self._spans is not None and spans_exported():
+            return await self._spans.intercept_unary_stream(continuation, details, request)
+        return await continuation(details, request)
 
 
 class _StreamUnary(_SU):
-    def __init__(self, token: TokenSource | None, default_s: float, margin_s: float) -> None:
+    def __init__(self, token: TokenSource | None, default_s: float, margin_s: float, spans: Any):
         self._args = (token, default_s, margin_s)
+        self._spans = spans
 
     async def intercept_stream_unary(
         self, continuation: Any, client_call_details: Any, request_iterator: Any
     ) -> Any:
-        return await continuation(
-            _with_call_settings(client_call_details, *self._args), request_iterator
-        )
+        details = _with_call_settings(client_call_details, *self._args)
+        if self._spans is not None and spans_exported():
+            return await self._spans.intercept_stream_unary(continuation, details, request_iterator)
+        return await continuation(details, request_iterator)
 
 
 class _StreamStream(_SS):
-    def __init__(self, token: TokenSource | None, default_s: float, margin_s: float) -> None:
+    def __init__(self, token: TokenSource | None, default_s: float, margin_s: float, spans: Any):
         self._token = token
+        self._spans = spans
 
     async def intercept_stream_stream(
         self, continuation: Any, client_call_details: Any, request_iterator: Any
     ) -> Any:
-        return await continuation(
-            _stream_details(client_call_details, self._token), request_iterator
-        )
+        details = _stream_details(client_call_details, self._token)
+        if self._spans is not None and spans_exported():
+            return await self._spans.intercept_stream_stream(
+                continuation, details, request_iterator
+            )
+        return await continuation(details, request_iterator)
 
 
 def _stream_details(details: Any, token: TokenSource | None) -> grpc.aio.ClientCallDetails:
@@ -183,14 +197,14 @@ def create_channel(
         ("grpc.keepalive_permit_without_calls", 1),
         *(options or []),
     ]
+    spans = grpc_client_spans() if traced else {}
+    settings = (token, default_deadline_s, deadline_margin_s)
     interceptors: list[Any] = [
-        _UnaryUnary(token, default_deadline_s, deadline_margin_s),
-        _UnaryStream(token, default_deadline_s, deadline_margin_s),
-        _StreamUnary(token, default_deadline_s, deadline_margin_s),
-        _StreamStream(token, default_deadline_s, deadline_margin_s),
+        _UnaryUnary(*settings, spans.get("unary_unary")),
+        _UnaryStream(*settings, spans.get("unary_stream")),
+        _StreamUnary(*settings, spans.get("stream_unary")),
+        _StreamStream(*settings, spans.get("stream_stream")),
     ]
-    if traced:
-        interceptors = grpc_client_interceptors() + interceptors
     if tls is not None and tls.enabled:
         credentials = channel_credentials(tls)
         if tls.server_name_override:
