@@ -24,6 +24,7 @@ from grpc_reflection.v1alpha import reflection
 
 from continuum_runtime.auth import TokenVerifier
 from continuum_runtime.config import ServiceSettings, TLSSettings
+from continuum_runtime.heap import freeze_long_lived
 from continuum_runtime.interceptors import ServerInterceptor
 from continuum_runtime.tasks import raise_if_cancelling
 from continuum_runtime.telemetry import grpc_server_interceptor, quiet
@@ -193,6 +194,9 @@ class ServiceServer:
     async def serve(self, on_ready: Callable[[int], None] | None = None) -> None:
         """Start, then run until SIGTERM or SIGINT, then drain."""
         port = await self.start()
+        if self.settings.freeze_heap:
+            frozen = freeze_long_lived()
+            log.debug("heap frozen", extra={"objects": frozen})
         if on_ready is not None:
             on_ready(port)
         loop = asyncio.get_running_loop()

@@ -100,13 +100,15 @@ def service_fields(
     test_stores: TestStores, namespace: str, auth: AuthSettings, **extra: Any
 ) -> dict[str, Any]:
     """The settings every in-process test service shares (its Redis, key namespace, token
-    key, test environment, a free port), plus ``extra``; add the service's own."""
+    key, test environment, a free port, no heap freezing: the services share the test
+    process), plus ``extra``; add the service's own."""
     return {
         "redis_url": SecretStr(test_stores.redis_url),
         "redis_namespace": namespace,
         "auth": auth,
         "environment": "test",
         "port": 0,
+        "freeze_heap": False,
         **extra,
     }
 

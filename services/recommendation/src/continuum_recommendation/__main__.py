@@ -31,7 +31,7 @@ def make_server(ctx: ServiceContext) -> ServiceServer:
     recommender = Recommender(
         model, inventory, settings.availability_ttl_s, settings.answer_cache_size
     )
-    follower = Follower(ctx.db, model, settings.follow_interval_s)
+    follower = Follower(ctx.db, model, settings.follow_interval_s, freeze_heap=settings.freeze_heap)
     background = [follower.run]
     if settings.consume_events:
         consumer = behaviour_consumer(ctx.db, ctx.redis, settings.redis_namespace, settings.events)

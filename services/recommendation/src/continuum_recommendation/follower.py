@@ -19,6 +19,7 @@ from continuum_recommendation.domain import Interaction, Params
 from continuum_recommendation.live import LiveModel
 from continuum_recommendation.model import Artifacts
 from continuum_runtime.db import Database
+from continuum_runtime.heap import freeze_long_lived
 from continuum_runtime.tasks import raise_if_cancelling
 
 log = logging.getLogger(__name__)
@@ -26,11 +27,16 @@ log = logging.getLogger(__name__)
 BATCH = 50_000
 HOLE_WAIT_S = 30.0
 MAX_HOLES = 1_000
+# Applying this many interactions in one look freezes the heap (see continuum_runtime.heap).
+FREEZE_AFTER = 10_000
 
 
 class Follower:
-    def __init__(self, db: Database, model: LiveModel, interval_s: float) -> None:
+    def __init__(
+        self, db: Database, model: LiveModel, interval_s: float, *, freeze_heap: bool = False
+    ) -> None:
         self.db = db
+        self.freeze_heap = freeze_heap
         self.model = model
         self.interval_s = interval_s
         self.applied_seq = 0
@@ -43,6 +49,7 @@ class Follower:
     async def step(self) -> int:
         """One look; returns how many interactions were applied."""
         model = self.model
+        loaded = False
         async with self.db.reader() as conn:
             active = await store.active_version_id(conn)
             if active and active != model.version_id:
@@ -52,6 +59,7 @@ class Follower:
                     artifacts = await asyncio.to_thread(Artifacts.loads, blob)
                     params = Params().with_overrides(dict(version.parameters))
                     model.load(active, artifacts, params)
+                    loaded = True
             while True:
                 items = await store.items_after(conn, self._item_seq, BATCH)
                 for seq, info in items:
@@ -82,6 +90,10 @@ class Follower:
                 late = await store.interactions_with(conn, sorted(self._holes))
                 applied += self._apply(late)
             self.stored_seq = await store.max_interaction_seq(conn)
+        if self.freeze_heap and (applied >= FREEZE_AFTER or loaded):
+            # What was just loaded lives as long as the version: out of the collector's
+            # full scans (no collection first: on this heap it would be the pause itself).
+            freeze_long_lived(collect=False)
         return applied
 
     def _apply(self, rows: list[Interaction]) -> int:
