@@ -123,7 +123,7 @@ class ServiceSettings(BaseSettings):
     # library's) should a platform need it.
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     # Once serving, move the heap alive then out of the garbage collector's full scans
-    # (see continuum_runtime.heap): a full collection then costs a few ms, not 50-100.
+    # (see continuum_runtime.heap): a full collection then scans only what came later.
     freeze_heap: bool = True
 
     otlp_endpoint: str = ""

@@ -3,8 +3,8 @@
 A service process holds a large heap that lives as long as it does: protobuf descriptors,
 SQLAlchemy and OpenTelemetry machinery, caches, in-memory models. Python's oldest
 generation is scanned whole every so often, and on a started service (about 130,000
-objects) one such collection stops the event loop for 50-100 ms, which every call in
-flight then waits for: on the check-in to briefing path that was most of the p99.
+objects) one such collection stopped the event loop for 50-100 ms under load, about once a
+minute per service in ``make bench-handoff``, and every call in flight waited for it.
 
 :func:`freeze_long_lived` moves every object alive at that moment into the permanent
 generation, which collections no longer scan (reference counting still frees those
@@ -16,9 +16,6 @@ model) calls it again after the load.
 from __future__ import annotations
 
 import gc
-import logging
-
-log = logging.getLogger(__name__)
 
 
 def freeze_long_lived(*, collect: bool = True) -> int:
