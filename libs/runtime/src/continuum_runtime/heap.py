@@ -3,7 +3,7 @@
 A service process holds a large heap that lives as long as it does: protobuf descriptors,
 SQLAlchemy and OpenTelemetry machinery, caches, in-memory models. Python's oldest
 generation is scanned whole every so often, and on a started service (about 130,000
-objects) one such collection stopped the event loop for 50-100 ms under load, about once a
+objects) one such collection stopped the event loop for 43-103 ms under load, about once a
 minute per service in ``make bench-handoff``, and every call in flight waited for it.
 
 :func:`freeze_long_lived` moves every object alive at that moment into the permanent
