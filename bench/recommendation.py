@@ -38,7 +38,7 @@ import sys
 import time
 import uuid
 from collections import Counter, defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -372,10 +372,16 @@ async def load_inventory(service: RunningService, items: int) -> None:
             ],
             columns=["sku", "product_id", "name", "currency", "price_minor", "etag"],
         )
+        # The store and its levels last changed a day ago: a store in its steady state.
+        # (Recommendation lists a store's changes every TTL from a minute before its last
+        # listing; in the first minute after a store is set up or its whole stock received,
+        # that is every level.)
+        counted = datetime.now(UTC) - timedelta(days=1)
+        await conn.execute("UPDATE locations SET update_time = $1", counted)
         await conn.copy_records_to_table(
             "stock_levels",
-            records=[(sku(n), STORE_ID, int(on_hand[n]), 0) for n in range(items)],
-            columns=["sku", "location_id", "on_hand", "safety_stock"],
+            records=[(sku(n), STORE_ID, int(on_hand[n]), 0, counted) for n in range(items)],
+            columns=["sku", "location_id", "on_hand", "safety_stock", "update_time"],
         )
         await conn.execute("ANALYZE items; ANALYZE stock_levels")
     finally:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 import pytest
+from google.protobuf import field_mask_pb2
+from sqlalchemy import text
 
 from continuum.inventory.v1 import inventory_resources_pb2 as res
 from continuum.inventory.v1 import inventory_service_pb2 as pb
@@ -198,3 +202,65 @@ async def test_batch_and_list_levels(inventory: Inventory) -> None:
         metadata=inv.metadata,
     )
     assert [lv.sku for lv in low.stock_levels] == ["SKU-2"]
+
+
+async def _listing(inv: Inventory, **fields: Any) -> tuple[list[res.StockLevel], Any]:
+    levels: list[res.StockLevel] = []
+    token = ""
+    first = None
+    while True:
+        page = await inv.stub.ListStockLevels(
+            pb.ListStockLevelsRequest(location_id="store-1", page_token=token, **fields),
+            metadata=inv.metadata,
+        )
+        first = first or page
+        levels += page.stock_levels
+        token = page.next_page_token
+        if not token:
+            return levels, first.changes_from
+
+
+async def test_a_copy_of_a_stores_levels_kept_in_step_by_listing_the_changes(
+    inventory: Inventory,
+) -> None:
+    inv = inventory
+    await _setup(inv)
+    await inv.location("store-2")
+    for sku in ("SKU-1", "SKU-2", "SKU-3"):
+        if sku != "SKU-1":
+            await inv.item(sku)
+        await inv.adjust(sku, "store-1", 5)
+    await inv.adjust("SKU-1", "store-2", 5)
+    # an hour goes by
+    async with inv.ctx.db.transaction() as session:
+        for table in ("stock_levels", "locations"):
+            await session.execute(
+                text(f"UPDATE {table} SET update_time = update_time - interval '1 hour'")
+            )
+
+    full, since = await _listing(inv)
+    assert [lv.sku for lv in full] == ["SKU-1", "SKU-2", "SKU-3"]
+    quiet, _ = await _listing(inv, changed_since=since)
+    assert quiet == []
+
+    await inv.adjust("SKU-3", "store-1", -2, type=T.STOCK_CHANGE_TYPE_SALE)
+    await inv.reserve([("SKU-2", "store-1", 1)])
+    await inv.adjust("SKU-1", "store-2", 1)  # another store's change is not listed
+    changed, _ = await _listing(inv, changed_since=since, page_size=1)
+    assert [(lv.sku, lv.available_to_promise) for lv in changed] == [("SKU-2", 4), ("SKU-3", 3)]
+
+    # a change of the store itself changes every level's pickup availability
+    await inv.stub.UpdateLocation(
+        pb.UpdateLocationRequest(
+            request_id="buffer",
+            location=res.Location(location_id="store-1", pickup_buffer=3),
+            update_mask=field_mask_pb2.FieldMask(paths=["pickup_buffer"]),
+        ),
+        metadata=inv.metadata,
+    )
+    changed, _ = await _listing(inv, changed_since=since)
+    assert [(lv.sku, lv.pickup_available) for lv in changed] == [
+        ("SKU-1", 2),
+        ("SKU-2", 1),
+        ("SKU-3", 0),
+    ]

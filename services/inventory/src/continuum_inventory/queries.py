@@ -89,6 +89,9 @@ async def list_levels(
         location_id=request.location_id,
         after=(str(after[0]), str(after[1])),
         limit=size + 1,
+        changed_since=request.changed_since.ToDatetime(tzinfo=UTC)
+        if request.HasField("changed_since")
+        else None,
     )
     scanned = rows[:size]
     out: list[res.StockLevel] = []
@@ -108,7 +111,9 @@ async def list_levels(
     token = ""
     if len(rows) > size:
         token = mapping.encode_token([scanned[-1].sku, scanned[-1].location_id])
-    return pb.ListStockLevelsResponse(stock_levels=out, next_page_token=token)
+    answer = pb.ListStockLevelsResponse(stock_levels=out, next_page_token=token)
+    answer.changes_from.FromDatetime(await store.changes_from(session))
+    return answer
 
 
 async def check_availability(

@@ -529,9 +529,14 @@ async def list_levels(
     location_id: str,
     after: tuple[str, str],
     limit: int,
+    changed_since: datetime | None = None,
 ) -> list[Any]:
     where = ["(s.sku, s.location_id) > (:after_sku, :after_loc)"]
     params: dict[str, Any] = {"after_sku": after[0], "after_loc": after[1], "limit": limit}
+    if changed_since is not None:
+        # filtered below the threshold lookup, which then runs for the changed levels only
+        where.append("(s.update_time >= :since OR l.update_time >= :since)")
+        params["since"] = changed_since
     if sku:
         where.append("s.sku = :sku")
         params["sku"] = sku
@@ -551,6 +556,14 @@ async def list_levels(
         params,
     )
     return list(rows)
+
+
+async def changes_from(session: AsyncSession) -> datetime:
+    """Where a later listing of changes starts: the database's time at the start of this
+    transaction, less a minute for changes whose transactions were still open."""
+    at = await session.scalar(text("SELECT now() - interval '1 minute'"))
+    assert isinstance(at, datetime)
+    return at
 
 
 async def list_ledger(

@@ -2,12 +2,14 @@
 (batched, cached for ``availability_ttl_s``), whether a store exists, unknown SKUs.
 
 A store asked about gets a snapshot of its whole availability (ListStockLevels, paged,
-in the background), refreshed once older than ``availability_ttl_s`` and used while at most
-three TTLs old: serving then needs no call to inventory. Until the first snapshot is in, and
-for stores too large to snapshot, availability per (store, SKU) comes from batched
-CheckAvailability calls and is kept for ``availability_ttl_s``. A failed call that means "not now"
-(unavailable, timed out) raises :class:`InventoryDown`; the caller decides whether to leave
-items out (filters) or mark them UNKNOWN (no filter).
+in the background), used while at most three TTLs old: serving then needs no call to
+inventory. Once older than the TTL it is brought up to date with the levels changed since
+the last listing (``changed_since``), and listed in full again every ``FULL_EVERY``
+refreshes (a low-stock rule's change shows only in a full listing). Until the first
+snapshot is in, and for stores too large to snapshot, availability per (store, SKU) comes
+from batched CheckAvailability calls and is kept for ``availability_ttl_s``. A failed call
+that means "not now" (unavailable, timed out) raises :class:`InventoryDown`; the caller
+decides whether to leave items out (filters) or mark them UNKNOWN (no filter).
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2
 
 from continuum.inventory.v1 import inventory_resources_pb2 as inv
@@ -32,6 +35,8 @@ CACHE_LIMIT = 500_000
 # A store's whole availability is kept when it has at most this many stock levels.
 SNAPSHOT_LIMIT = 300_000
 SNAPSHOT_STALE = 3
+# A snapshot is listed in full again after this many listings of changes.
+FULL_EVERY = 30
 
 STATUS = {
     inv.AVAILABILITY_STATUS_IN_STOCK: res.AVAILABILITY_STATUS_IN_STOCK,
@@ -50,6 +55,27 @@ class Stock:
 
 
 NOT_STOCKED = Stock(res.AVAILABILITY_STATUS_NOT_STOCKED, 0, 0, 0.0)
+Level = tuple[int, int, int]  # (status, available, pickup)
+NOT_STOCKED_LEVEL: Level = (res.AVAILABILITY_STATUS_NOT_STOCKED, 0, 0)
+
+
+@dataclass
+class _Snapshot:
+    """A store's whole availability as of one listing."""
+
+    levels: dict[str, Level]
+    listed: float  # monotonic time at which the last listing started
+    checked_at: float  # the same, wall clock
+    changes_from: Timestamp | None  # where the next listing of changes starts
+    changes_listed: int = 0  # listings of changes since the last full one
+    answers: dict[Level, Stock] = field(default_factory=dict)
+
+    def stock(self, sku: str) -> Stock:
+        level = self.levels.get(sku, NOT_STOCKED_LEVEL)
+        found = self.answers.get(level)
+        if found is None:
+            found = self.answers[level] = Stock(*level, self.checked_at)
+        return found
 
 
 class UnknownStore(Exception):
@@ -96,8 +122,7 @@ class Inventory:
         self._stores: dict[str, float] = {}
         self._categories: dict[str, tuple[float, list[ItemInfo]]] = {}
         self._snapshots_enabled = snapshots and ttl_s > 0
-        self._snapshots: dict[str, tuple[float, dict[str, Stock]]] = {}
-        self._wanted: dict[str, float] = {}
+        self._snapshots: dict[str, _Snapshot] = {}
         self._loading: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -107,47 +132,62 @@ class Inventory:
             return hit[1]
         return None
 
-    def _snapshot(self, store_id: str, now: float) -> dict[str, Stock] | None:
+    def _snapshot(self, store_id: str, now: float) -> _Snapshot | None:
         """The store's whole availability if a recent snapshot exists (refreshed in the
         background once older than the TTL; used up to ``SNAPSHOT_STALE`` x TTL old)."""
         if not self._snapshots_enabled:
             return None
-        self._wanted[store_id] = now
         found = self._snapshots.get(store_id)
-        if (found is None or found[0] + self._ttl < now) and store_id not in self._loading:
+        if (found is None or found.listed + self._ttl < now) and store_id not in self._loading:
             self._loading.add(store_id)
-            task = asyncio.create_task(self._load_snapshot(store_id))
+            task = asyncio.create_task(self._load_snapshot(store_id, found))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        if found is not None and found[0] + SNAPSHOT_STALE * self._ttl >= now:
-            return found[1]
+        if found is not None and found.listed + SNAPSHOT_STALE * self._ttl >= now:
+            return found
         return None
 
-    async def _load_snapshot(self, store_id: str) -> None:
-        """Page through the store's stock levels (SKUs without a level are NOT_STOCKED)."""
+    async def _load_snapshot(self, store_id: str, previous: _Snapshot | None) -> None:
+        """List the store's stock levels, only those changed since the previous listing
+        when there is one (SKUs without a level are NOT_STOCKED)."""
+        changes = (
+            previous is not None
+            and previous.changes_from is not None
+            and previous.changes_listed < FULL_EVERY
+        )
         try:
-            started = time.monotonic()
-            stock: dict[str, Stock] = {}
+            listed, checked_at = time.monotonic(), time.time()
+            levels: dict[str, Level] = {}
+            changes_from: Timestamp | None = None
             token = ""
             while True:
-                answer = await self._stub.ListStockLevels(
-                    inv_pb.ListStockLevelsRequest(
-                        location_id=store_id, page_size=1000, page_token=token
-                    )
+                request = inv_pb.ListStockLevelsRequest(
+                    location_id=store_id, page_size=1000, page_token=token
                 )
-                now = time.time()
+                if changes and previous is not None and previous.changes_from is not None:
+                    request.changed_since.CopyFrom(previous.changes_from)
+                answer = await self._stub.ListStockLevels(request)
+                if changes_from is None and answer.HasField("changes_from"):
+                    changes_from = answer.changes_from
                 for level in answer.stock_levels:
-                    stock[level.sku] = Stock(
+                    levels[level.sku] = (
                         STATUS.get(level.status, res.AVAILABILITY_STATUS_UNKNOWN),
                         level.available_to_promise,
                         level.pickup_available,
-                        now,
                     )
                 token = answer.next_page_token
-                if not token or len(stock) > SNAPSHOT_LIMIT:
+                if not token or len(levels) > SNAPSHOT_LIMIT:
                     break
-            if len(stock) <= SNAPSHOT_LIMIT:
-                self._snapshots[store_id] = (started, stock)
+            count = 0
+            if changes and previous is not None:
+                previous.levels.update(levels)
+                levels, count = previous.levels, previous.changes_listed + 1
+            if len(levels) <= SNAPSHOT_LIMIT:
+                self._snapshots[store_id] = _Snapshot(
+                    levels, listed, checked_at, changes_from, count
+                )
+            else:
+                self._snapshots.pop(store_id, None)
         except grpc.aio.AioRpcError:
             pass  # per-SKU checks go on; the next request retries the snapshot
         finally:
@@ -158,7 +198,7 @@ class Inventory:
         now = time.monotonic()
         snapshot = self._snapshot(store_id, now)
         if snapshot is not None:
-            return {sku: snapshot.get(sku, NOT_STOCKED) for sku in skus}
+            return {sku: snapshot.stock(sku) for sku in skus}
         out: dict[str, Stock] = {}
         missing: list[str] = []
         for sku in dict.fromkeys(skus):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -33,6 +32,8 @@ from continuum_recommendation.domain import (
 from continuum_recommendation.model import Artifacts
 
 RECENT_EVENTS = 50
+# A neighbour list: items, scores, kinds (parallel arrays)
+Neighbours = tuple[Array, Array, Array]
 SESSIONS_KEPT = 4
 
 
@@ -70,7 +71,6 @@ class History:
     sessions: dict[str, list[int]] = field(default_factory=dict)
     generation: int = 0
     last_at: float = 0.0
-    scored: tuple[Any, Any] | None = None  # (key, scores) memo of scoring.personal
 
 
 class LiveModel:
@@ -97,7 +97,7 @@ class LiveModel:
         self.nbr_score: Array = np.zeros((0, 0), dtype=np.float32)
         self.nbr_kind: Array = np.zeros((0, 0), dtype=np.int8)
         self.co_delta: dict[int, dict[int, list[float]]] = defaultdict(dict)
-        self._neighbours: dict[int, list[tuple[int, float, int]]] = {}
+        self._neighbours: dict[int, Neighbours] = {}
         self.contexts: dict[str, list[tuple[int, float]]] = {}
         self.popular_global: list[tuple[int, float]] = []
         self._popular_dirty = True
@@ -275,8 +275,14 @@ class LiveModel:
     # --- reads for scoring -------------------------------------------------------------
 
     def neighbours(self, i: int) -> list[tuple[int, float, int]]:
-        """Co-occurring items of ``i``: (item, score, kind), strongest first (memoised until
-        a new pair with ``i`` is learned or another version is loaded)."""
+        """Co-occurring items of ``i``: (item, score, kind), strongest first."""
+        items, scores, kinds = self.neighbour_arrays(i)
+        return list(zip(items.tolist(), scores.tolist(), kinds.tolist(), strict=True))
+
+    def neighbour_arrays(self, i: int) -> Neighbours:
+        """Co-occurring items of ``i`` as arrays (items, scores, kinds), strongest first,
+        ties on the lower item (memoised until a new pair with ``i`` is learned or another
+        version is loaded)."""
         memo = self._neighbours.get(i)
         if memo is not None:
             return memo
@@ -299,7 +305,12 @@ class LiveModel:
             else:
                 entry[0] += s
         ranked = sorted(out.items(), key=lambda kv: (-kv[1][0], kv[0]))
-        found = [(j, v[0], int(v[1])) for j, v in ranked[: max(self.params.neighbours, 1) * 2]]
+        ranked = ranked[: max(self.params.neighbours, 1) * 2]
+        found = (
+            np.array([j for j, _ in ranked], dtype=np.int64),
+            np.array([v[0] for _, v in ranked], dtype=np.float64),
+            np.array([int(v[1]) for _, v in ranked], dtype=np.int64),
+        )
         if len(self._neighbours) > 200_000:
             self._neighbours.clear()
         self._neighbours[i] = found

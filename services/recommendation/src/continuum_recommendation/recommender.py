@@ -15,15 +15,17 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from continuum.common.v1 import money_pb2, partial_pb2
+from continuum.common.v1 import partial_pb2
 from continuum.recommendation.v1 import recommendation_resources_pb2 as res
 from continuum_recommendation import scoring
 from continuum_recommendation.inventory import Inventory, InventoryDown, Stock, UnknownStore
 from continuum_recommendation.live import History, LiveModel
+from continuum_recommendation.rendering import Parts
 from continuum_recommendation.scoring import Candidate
 from continuum_runtime.errors import FieldViolation, InvalidArgument, Unavailable
 
@@ -141,6 +143,7 @@ class Recommender:
         self.ttl_s = ttl_s
         self.cache_size = cache_size
         self._cache: OrderedDict[tuple[Any, ...], tuple[float, int, int, Any]] = OrderedDict()
+        self.parts = Parts(model, reason_text)
 
     # --- cache -------------------------------------------------------------------------
 
@@ -232,11 +235,7 @@ class Recommender:
         if history is not None and (history.baskets or history.recent or history.in_cart):
             if subject.startswith("c:") and history.baskets:
                 strategy = res.STRATEGY_PERSONALISED
-            # popularity, seeds and traits change scores: copies of the memoised candidates
-            for item, c in scoring.personal(model, history, now).items():
-                out[item] = Candidate(
-                    c.item, c.score, c.reason, c.related, c.value, list(c.support)
-                )
+            out = scoring.personal(model, history, now)
         if seeds:
             scoring.complements(model, dict.fromkeys(seeds, 1.0), out, 1.0)
         if (
@@ -277,7 +276,9 @@ class Recommender:
         skus = model.skus
         excluded = set(exclude)
         products = {model.product_of(i) for i in exclude} if exclude_products else set()
-        ranked = sorted(candidates.values(), key=lambda c: (-round(c.score, 9), skus[c.item]))
+        keyed = [(-round(c.score, 9), skus[c.item], c) for c in candidates.values()]
+        keyed.sort(key=itemgetter(0, 1))
+        ranked = [c for _, _, c in keyed]
         chosen: list[tuple[Candidate, Stock | None]] = []
         missing: list[partial_pb2.MissingPart] = []
         batch = max(limit * 3, 30)
@@ -335,52 +336,20 @@ class Recommender:
     def render(
         self, c: Candidate, stock: Stock | None, ctx: Context, position: int, cart: set[int]
     ) -> res.RecommendedItem:
-        model = self.model
-        info = model.info(c.item)
-        item = res.RecommendedItem(
-            sku=info.sku,
-            product_id=info.product_id,
-            name=info.name,
-            category=info.category,
-            brand=info.brand,
-            size=info.size,
-            colour=info.colour,
-            image_url=info.image_url,
-            score=round(c.score, 6),
-            position=position,
-            reason=self.reason(c.reason, c.related, c.value, cart),
-            supporting_reasons=[
-                self.reason(kind, related, value, cart)
-                for kind, related, value in _distinct(c.support, c.reason)[:3]
-            ],
-        )
-        if info.currency:
-            item.unit_price.CopyFrom(
-                money_pb2.Money(currency_code=info.currency, amount_minor=info.price_minor)
-            )
+        parts = self.parts
+        blobs = [
+            parts.item(c.item),
+            parts.reason(c.reason, c.related, c.value, c.related in cart, True),
+        ]
+        for kind, related, value in _distinct(c.support, c.reason)[:3]:
+            blobs.append(parts.reason(kind, related, value, related in cart, False))
         if stock is not None:
-            availability = item.availability
-            availability.store_id = ctx.store_id
-            availability.status = stock.status  # type: ignore[assignment]
-            availability.available_quantity = (
-                stock.pickup if ctx.filter == res.AVAILABILITY_FILTER_PICKUP else stock.available
-            )
-            availability.pickup_available = stock.pickup > 0
-            if stock.checked_at:
-                availability.check_time.FromNanoseconds(int(stock.checked_at * 1e9))
+            pickup = ctx.filter == res.AVAILABILITY_FILTER_PICKUP
+            blobs.append(parts.availability(stock, ctx.store_id, pickup))
+        item = res.RecommendedItem.FromString(b"".join(blobs))
+        item.score = round(c.score, 6)
+        item.position = position
         return item
-
-    def reason(self, kind: int, related: int, value: str, cart: set[int]) -> res.Reason:
-        model = self.model
-        reason = res.Reason(kind=kind, text=reason_text(model, kind, related, value, cart))  # type: ignore[arg-type]
-        if related >= 0:
-            reason.related_sku = model.skus[related]
-            reason.related_product_id = model.info(related).product_id
-        if value and kind != res.REASON_KIND_REPEAT_PURCHASE:
-            reason.related_value = value
-        elif value:
-            reason.related_value = f"{value}d"
-        return reason
 
 
 def _distinct(support: list[tuple[int, int, str]], main: int) -> list[tuple[int, int, str]]:

@@ -16,9 +16,10 @@ SKU, so that every channel and replica ranks alike.
 
 from __future__ import annotations
 
-import heapq
 import math
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from continuum.profile.v1 import profile_resources_pb2 as prof
 from continuum.recommendation.v1 import recommendation_resources_pb2 as res
@@ -66,21 +67,34 @@ def complements(
     keep: int = COMPLEMENTS_KEPT,
 ) -> None:
     """Add co-occurrence with weighted seed items, normalised to at most ``weight``; only
-    the ``keep`` strongest are added."""
-    scores: dict[int, float] = {}
-    best: dict[int, tuple[float, int, int]] = {}
-    for seed, seed_weight in seeds.items():
-        for j, s, kind in model.neighbours(seed):
-            value = s * seed_weight
-            scores[j] = scores.get(j, 0.0) + value
-            if j not in best or value > best[j][0]:
-                best[j] = (value, seed, kind)
-    if not scores:
+    the ``keep`` strongest are added (ties on the lower item), each with the seed that
+    gives it the most (the first such seed on a tie)."""
+    lists = [(seed, w, model.neighbour_arrays(seed)) for seed, w in seeds.items()]
+    lists = [entry for entry in lists if len(entry[2][0])]
+    if not lists:
         return
-    strongest = heapq.nlargest(keep, scores.items(), key=lambda kv: (kv[1], -kv[0]))
-    top = strongest[0][1] or 1.0
-    for j, value in strongest:
-        _, seed, kind = best[j]
+    items = np.concatenate([n[0] for _, _, n in lists])
+    values = np.concatenate([n[1] * w for _, w, n in lists])
+    kinds = np.concatenate([n[2] for _, _, n in lists])
+    sources = np.repeat([seed for seed, _, _ in lists], [len(n[0]) for _, _, n in lists])
+    unique, group = np.unique(items, return_inverse=True)
+    # summed in the order met, as a running sum per item would
+    scores = np.bincount(group, weights=values, minlength=len(unique))
+    # per item, the entry giving the most: order by item, then value down, then as met
+    order = np.lexsort((np.arange(len(items)), -values, group))
+    first = np.flatnonzero(np.r_[True, group[order][1:] != group[order][:-1]])
+    best = order[first]  # indexed like ``unique``
+    strongest = np.lexsort((unique, -scores))[:keep]
+    chosen = best[strongest]
+    values = scores[strongest].tolist()
+    top = values[0] or 1.0
+    for j, value, kind, seed in zip(
+        unique[strongest].tolist(),
+        values,
+        kinds[chosen].tolist(),
+        sources[chosen].tolist(),
+        strict=True,
+    ):
         reason = CO_REASON.get(kind, res.REASON_KIND_BOUGHT_WITH)
         _add(out, j, weight * value / top, reason, seed, "")
 
@@ -215,23 +229,13 @@ def traits_boost(
 
 
 def personal(model: LiveModel, history: History, now: float) -> dict[int, Candidate]:
-    """The customer's own candidates (memoised per history generation, model generation
-    and hour: the due-ness part moves slowly)."""
-    key = (
-        history.generation,
-        model.version_generation,
-        model.incremental_updates // 1000,
-        int(now // 3600),
-    )
-    if history.scored is not None and history.scored[0] == key:
-        memo: dict[int, Candidate] = history.scored[1]
-        return memo
+    """The customer's own candidates: repeat purchases, intent, and what goes with the
+    recent baskets, cart and views."""
     out: dict[int, Candidate] = {}
     repeat_purchase(model, history, now, out)
     intent(history, out)
     seeds = session_seeds(history, model.params.recent_baskets)
     complements(model, seeds, out, model.params.w_cooccurrence)
-    history.scored = (key, out)
     return out
 
 

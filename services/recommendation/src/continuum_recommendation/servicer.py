@@ -102,7 +102,7 @@ class RecommendationServicer(pb_grpc.RecommendationServiceServicer):
             ranked = await self.rec.finish(
                 candidates, ctx, limit, exclude=seeds, exclude_products=True, cart=cart | set(seeds)
             )
-            cached = pb.GetRecommendationsResponse(
+            answer = pb.GetRecommendationsResponse(
                 items=ranked.items,
                 strategy=strategy,  # type: ignore[arg-type]
                 model_version=self.model.version_id,
@@ -110,11 +110,13 @@ class RecommendationServicer(pb_grpc.RecommendationServiceServicer):
                 missing_parts=ranked.missing,
             )
             if not ranked.missing:
-                self.rec.remember(key, generation, cached)
-        answer = pb.GetRecommendationsResponse()
-        answer.CopyFrom(cached)
+                # kept as it is: a later answer copies it and sets its own id and time
+                self.rec.remember(key, generation, answer)
+        else:
+            answer = pb.GetRecommendationsResponse()
+            answer.CopyFrom(cached)
         answer.recommendation_id = new_recommendation_id()
-        answer.serve_time.CopyFrom(timestamp(time.time()))
+        answer.serve_time.FromNanoseconds(time.time_ns())
         return answer
 
     async def GetComplements(
