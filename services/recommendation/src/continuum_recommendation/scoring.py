@@ -23,7 +23,7 @@ import numpy as np
 
 from continuum.profile.v1 import profile_resources_pb2 as prof
 from continuum.recommendation.v1 import recommendation_resources_pb2 as res
-from continuum_recommendation.domain import CO_REASON, DAY_S, VIEW
+from continuum_recommendation.domain import CO_REASON, DAY_S, VIEW, Array
 from continuum_recommendation.live import History, LiveModel
 
 COMPLEMENTS_KEPT = 60
@@ -69,34 +69,65 @@ def complements(
     """Add co-occurrence with weighted seed items, normalised to at most ``weight``; only
     the ``keep`` strongest are added (ties on the lower item), each with the seed that
     gives it the most (the first such seed on a tie)."""
-    lists = [(seed, w, model.neighbour_arrays(seed)) for seed, w in seeds.items()]
-    lists = [entry for entry in lists if len(entry[2][0])]
-    if not lists:
+    if not seeds:
         return
-    items = np.concatenate([n[0] for _, _, n in lists])
-    values = np.concatenate([n[1] * w for _, w, n in lists])
-    kinds = np.concatenate([n[2] for _, _, n in lists])
-    sources = np.repeat([seed for seed, _, _ in lists], [len(n[0]) for _, _, n in lists])
-    unique, group = np.unique(items, return_inverse=True)
-    # summed in the order met, as a running sum per item would
+    items, values, kinds, sources = _seed_neighbours(model, seeds)
+    if not len(items):
+        return
+    # group the entries by item (a stable sort keeps each item's entries in seed order)
+    order = np.argsort(items, kind="stable")
+    ordered = items[order]
+    starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+    unique = ordered[starts]
+    group = np.empty(len(items), dtype=np.int64)
+    group[order] = np.cumsum(np.concatenate(([0], ordered[1:] != ordered[:-1])))
+    # summed in seed order, as a running sum per item would
     scores = np.bincount(group, weights=values, minlength=len(unique))
-    # per item, the entry giving the most: order by item, then value down, then as met
-    order = np.lexsort((np.arange(len(items)), -values, group))
-    first = np.flatnonzero(np.r_[True, group[order][1:] != group[order][:-1]])
-    best = order[first]  # indexed like ``unique``
+    # per item, the entry giving the most: by item, then value down, then seed order
+    best = np.lexsort((np.arange(len(items)), -values, group))[starts]
     strongest = np.lexsort((unique, -scores))[:keep]
     chosen = best[strongest]
-    values = scores[strongest].tolist()
-    top = values[0] or 1.0
+    top_values = scores[strongest].tolist()
+    top = top_values[0] or 1.0
     for j, value, kind, seed in zip(
         unique[strongest].tolist(),
-        values,
+        top_values,
         kinds[chosen].tolist(),
         sources[chosen].tolist(),
         strict=True,
     ):
         reason = CO_REASON.get(kind, res.REASON_KIND_BOUGHT_WITH)
         _add(out, j, weight * value / top, reason, seed, "")
+
+
+def _seed_neighbours(
+    model: LiveModel, seeds: dict[int, float]
+) -> tuple[Array, Array, Array, Array]:
+    """The seeds' neighbours as flat arrays (item, weighted score, kind, seed), seed by
+    seed in order; straight from the version's arrays when nothing was learned since."""
+    size = len(model.row_of)
+    rows = [int(model.row_of[i]) if i < size else -1 for i in seeds]
+    if any(i in model.co_delta for i in seeds) or min(rows) < 0:
+        lists = [(seed, w, model.neighbour_arrays(seed)) for seed, w in seeds.items()]
+        return (
+            np.concatenate([n[0] for _, _, n in lists]),
+            np.concatenate([n[1] * w for _, w, n in lists]),
+            np.concatenate([n[2] for _, _, n in lists]),
+            np.repeat([seed for seed, _, _ in lists], [len(n[0]) for _, _, n in lists]),
+        )
+    block = model.nbr_idx[rows]
+    present = block >= 0
+    weights = np.fromiter(seeds.values(), dtype=np.float64, count=len(seeds))
+    scores = model.nbr_score[rows].astype(np.float64) * weights[:, None]
+    sources = np.broadcast_to(
+        np.fromiter(seeds, dtype=np.int64, count=len(seeds))[:, None], block.shape
+    )
+    return (
+        block[present],
+        scores[present],
+        model.nbr_kind[rows][present].astype(np.int64),
+        sources[present],
+    )
 
 
 def repeat_purchase(
