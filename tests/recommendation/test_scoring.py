@@ -73,3 +73,43 @@ def test_scores_do_not_depend_on_the_order_behaviour_arrived_in() -> None:
         for i, c in scoring.personal(backward, backward.histories["c:0"], NOW).items()
     }
     assert one == two
+
+
+def _plain_complements(
+    model: LiveModel, seeds: dict[int, float], keep: int
+) -> list[tuple[int, float, int, int]]:
+    """What complements computes, written as plain loops: (item, share of the top, reason,
+    seed giving the most)."""
+    scores: dict[int, float] = {}
+    best: dict[int, tuple[float, int, int]] = {}
+    for seed, weight in seeds.items():
+        for j, s, kind in model.neighbours(seed):
+            scores[j] = scores.get(j, 0.0) + s * weight
+            if j not in best or s * weight > best[j][0]:
+                best[j] = (s * weight, seed, kind)
+    ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:keep]
+    top = ranked[0][1]
+    return [(j, round(v / top, 12), scoring.CO_REASON[best[j][2]], best[j][1]) for j, v in ranked]
+
+
+def test_complements_sum_every_seeds_neighbours_whether_learned_since_or_not() -> None:
+    rows: list[Interaction] = []
+    for n in range(40):
+        basket = [f"I{(n * 7 + k * 3) % 23}" for k in range(4)]
+        rows += purchases(f"c:{n % 9}", [(n % 30 + 1, basket)], len(rows))
+    model = served(rows)
+    seeds = {model.index["I1"]: 1.0, model.index["I4"]: 0.5, model.index["I10"]: 0.8}
+
+    def computed() -> list[tuple[int, float, int, int]]:
+        out: dict[int, scoring.Candidate] = {}
+        scoring.complements(model, seeds, out, 1.0, keep=8)
+        ranked = sorted(out.values(), key=lambda c: (-c.score, c.item))
+        return [(c.item, round(c.score, 12), c.reason, c.related) for c in ranked]
+
+    assert computed() == _plain_complements(model, seeds, 8)
+    # behaviour learned after the version: pairs the version's arrays do not hold
+    learned = purchases("c:new", [(0.1, ["I1", "I22", "I4"])], len(rows) + 1)
+    for row in learned:
+        model.apply(row, learn=True)
+    assert model.co_delta
+    assert computed() == _plain_complements(model, seeds, 8)
