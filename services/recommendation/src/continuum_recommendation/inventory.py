@@ -4,7 +4,7 @@
 A store asked about gets a snapshot of its whole availability (ListStockLevels, paged,
 in the background), used while at most three TTLs old: serving then needs no call to
 inventory. Once older than the TTL it is brought up to date with the levels changed since
-the last listing (``changed_since``), and listed in full again every ``FULL_EVERY``
+the last listing (``changed_since``), and listed in full again every ``FULL_EVERY_S``
 refreshes (a low-stock rule's change shows only in a full listing). Until the first
 snapshot is in, and for stores too large to snapshot, availability per (store, SKU) comes
 from batched CheckAvailability calls and is kept for ``availability_ttl_s``. A failed call
@@ -15,6 +15,7 @@ decides whether to leave items out (filters) or mark them UNKNOWN (no filter).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,13 +31,17 @@ from continuum.recommendation.v1 import recommendation_resources_pb2 as res
 from continuum_recommendation.live import ItemInfo
 from continuum_runtime.client import error_detail
 
+log = logging.getLogger(__name__)
+
 CHUNK = 100
 CACHE_LIMIT = 500_000
 # A store's whole availability is kept when it has at most this many stock levels.
 SNAPSHOT_LIMIT = 300_000
 SNAPSHOT_STALE = 3
-# A snapshot is listed in full again after this many listings of changes.
-FULL_EVERY = 30
+# A snapshot is listed in full again this long after its last full listing (between
+# them, only changes are listed: a level whose status moved between IN_STOCK and LOW_STOCK
+# because a low-stock rule changed shows as such at the next full listing).
+FULL_EVERY_S = 3600.0
 
 STATUS = {
     inv.AVAILABILITY_STATUS_IN_STOCK: res.AVAILABILITY_STATUS_IN_STOCK,
@@ -67,7 +72,7 @@ class _Snapshot:
     listed: float  # monotonic time at which the last listing started
     checked_at: float  # the same, wall clock
     changes_from: Timestamp | None  # where the next listing of changes starts
-    changes_listed: int = 0  # listings of changes since the last full one
+    full_listed: float  # monotonic time at which the last full listing started
     answers: dict[Level, Stock] = field(default_factory=dict)
 
     def stock(self, sku: str) -> Stock:
@@ -153,7 +158,7 @@ class Inventory:
         changes = (
             previous is not None
             and previous.changes_from is not None
-            and previous.changes_listed < FULL_EVERY
+            and previous.full_listed + FULL_EVERY_S > time.monotonic()
         )
         try:
             listed, checked_at = time.monotonic(), time.time()
@@ -178,13 +183,21 @@ class Inventory:
                 token = answer.next_page_token
                 if not token or len(levels) > SNAPSHOT_LIMIT:
                     break
-            count = 0
+            full_listed, found = listed, len(levels)
             if changes and previous is not None:
                 previous.levels.update(levels)
-                levels, count = previous.levels, previous.changes_listed + 1
+                levels, full_listed = previous.levels, previous.full_listed
             if len(levels) <= SNAPSHOT_LIMIT:
                 self._snapshots[store_id] = _Snapshot(
-                    levels, listed, checked_at, changes_from, count
+                    levels, listed, checked_at, changes_from, full_listed
+                )
+                log.log(
+                    logging.DEBUG if changes else logging.INFO,
+                    "availability at %s: %d levels listed in %.1f s (%s)",
+                    store_id,
+                    found,
+                    time.monotonic() - listed,
+                    "changes" if changes else "full",
                 )
             else:
                 self._snapshots.pop(store_id, None)
