@@ -216,6 +216,33 @@ async def test_next_best_action_reminds_of_cart_items_available_in_the_store(sui
     assert all(a.title and a.explanation and a.action_id for a in answer.actions)
 
 
+async def test_next_best_action_offers_what_the_customer_is_due_to_buy_again(
+    suite: Suite,
+) -> None:
+    # socks every week, the last pair a week ago; a hat once
+    for days, skus in ((21, ["SOCKS-1", "HAT-1"]), (14, ["SOCKS-1"]), (7, ["SOCKS-1"])):
+        await suite.publish(
+            "profile", "profile.event_ingested", order("c-weekly", skus, NOW - days * DAY)
+        )
+
+    async def learned() -> bool:
+        answer = await suite.rec.GetNextBestAction(
+            pb.GetNextBestActionRequest(customer_id="c-weekly", store_id="store-1"),
+            metadata=suite.metadata,
+        )
+        return res.ACTION_KIND_REPLENISH in [a.kind for a in answer.actions]
+
+    await eventually(learned)
+    answer = await suite.rec.GetNextBestAction(
+        pb.GetNextBestActionRequest(customer_id="c-weekly", store_id="store-1"),
+        metadata=suite.metadata,
+    )
+    due = next(a for a in answer.actions if a.kind == res.ACTION_KIND_REPLENISH)
+    assert [i.sku for i in due.items] == ["SOCKS-1"]  # the hat, bought once, is not due
+    assert due.items[0].reason.text == "You buy this about every 7 days"
+    assert due.items[0].availability.status == res.AVAILABILITY_STATUS_IN_STOCK
+
+
 async def test_bad_input_is_refused_with_the_field(suite: Suite) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as unknown_item:
         await recommend(suite, customer_id="c-1", seed_skus=["SHOE-38", "NOPE"])

@@ -220,11 +220,10 @@ class RecommendationServicer(pb_grpc.RecommendationServiceServicer):
                 )
             )
         if history is not None and history.baskets:
-            due = {
-                i: c
-                for i, c in scoring.personal(model, history, now).items()
-                if c.reason == res.REASON_KIND_REPEAT_PURCHASE and c.value
-            }
+            # items bought on a cycle, ranked by how regular and due they are
+            bought: dict[int, Candidate] = {}
+            scoring.repeat_purchase(model, history, now, bought)
+            due = {i: c for i, c in bought.items() if c.value}
             if due:
                 groups.append(
                     (
