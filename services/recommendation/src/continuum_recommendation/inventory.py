@@ -4,8 +4,8 @@
 A store asked about gets a snapshot of its whole availability (ListStockLevels, paged,
 in the background), used while at most three TTLs old: serving then needs no call to
 inventory. Once older than the TTL it is brought up to date with the levels changed since
-the last listing (``changed_since``), and listed in full again every ``FULL_EVERY_S``
-refreshes (a low-stock rule's change shows only in a full listing). Until the first
+the last listing (``changed_since``), and listed in full again hourly (``FULL_EVERY_S``:
+a low-stock rule's change shows only in a full listing). Until the first
 snapshot is in, and for stores too large to snapshot, availability per (store, SKU) comes
 from batched CheckAvailability calls and is kept for ``availability_ttl_s``. A failed call
 that means "not now" (unavailable, timed out) raises :class:`InventoryDown`; the caller
