@@ -155,11 +155,9 @@ class Inventory:
     async def _load_snapshot(self, store_id: str, previous: _Snapshot | None) -> None:
         """List the store's stock levels, only those changed since the previous listing
         when there is one (SKUs without a level are NOT_STOCKED)."""
-        changes = (
-            previous is not None
-            and previous.changes_from is not None
-            and previous.full_listed + FULL_EVERY_S > time.monotonic()
-        )
+        since: Timestamp | None = None  # where this listing of changes starts, if it is one
+        if previous is not None and previous.full_listed + FULL_EVERY_S > time.monotonic():
+            since = previous.changes_from
         try:
             listed, checked_at = time.monotonic(), time.time()
             levels: dict[str, Level] = {}
@@ -169,8 +167,8 @@ class Inventory:
                 request = inv_pb.ListStockLevelsRequest(
                     location_id=store_id, page_size=1000, page_token=token
                 )
-                if changes and previous is not None and previous.changes_from is not None:
-                    request.changed_since.CopyFrom(previous.changes_from)
+                if since is not None:
+                    request.changed_since.CopyFrom(since)
                 answer = await self._stub.ListStockLevels(request)
                 if changes_from is None and answer.HasField("changes_from"):
                     changes_from = answer.changes_from
@@ -184,7 +182,7 @@ class Inventory:
                 if not token or len(levels) > SNAPSHOT_LIMIT:
                     break
             full_listed, found = listed, len(levels)
-            if changes and previous is not None:
+            if since is not None and previous is not None:
                 previous.levels.update(levels)
                 levels, full_listed = previous.levels, previous.full_listed
             if len(levels) <= SNAPSHOT_LIMIT:
@@ -192,12 +190,12 @@ class Inventory:
                     levels, listed, checked_at, changes_from, full_listed
                 )
                 log.log(
-                    logging.DEBUG if changes else logging.INFO,
+                    logging.DEBUG if since is not None else logging.INFO,
                     "availability at %s: %d levels listed in %.1f s (%s)",
                     store_id,
                     found,
                     time.monotonic() - listed,
-                    "changes" if changes else "full",
+                    "changes" if since is not None else "full",
                 )
             else:
                 self._snapshots.pop(store_id, None)
