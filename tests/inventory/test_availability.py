@@ -131,6 +131,57 @@ async def test_nearby_stores_by_distance(inventory: Inventory) -> None:
     assert [loc.location.location_id for loc in default_radius.locations] == ["leeds", "york"]
     assert default_radius.locations[0].distance_km == 0
 
+    # Each store's counts carry the status under the low-stock rule in force there: York's
+    # own rule for B makes its 2 units low; by the default rule Sheffield's 9 are in stock
+    # and Manchester's 4 are low.
+    await inv.stub.SetLowStockThreshold(
+        pb.SetLowStockThresholdRequest(
+            request_id=inv.rid(),
+            threshold=res.LowStockThreshold(
+                sku="B", location_id="york", low_threshold=3, recover_threshold=4
+            ),
+        ),
+        metadata=inv.metadata,
+    )
+    statuses = await inv.stub.FindNearbyStock(
+        pb.FindNearbyStockRequest(location_id="leeds", skus=["B"], max_distance_km=100),
+        metadata=inv.metadata,
+    )
+    assert [
+        (loc.location.location_id, a.available_to_promise, a.status)
+        for loc in statuses.locations
+        for a in loc.availabilities
+    ] == [
+        ("york", 2, S.AVAILABILITY_STATUS_LOW_STOCK),
+        ("sheffield", 9, S.AVAILABILITY_STATUS_IN_STOCK),
+        ("manchester", 4, S.AVAILABILITY_STATUS_LOW_STOCK),
+    ]
+    assert statuses.locations[0].location.name  # the store's details come along
+
+    # A point with no store within the radius: an empty answer that echoes the point.
+    nowhere = await inv.stub.FindNearbyStock(
+        pb.FindNearbyStockRequest(
+            coordinates=latlng_pb2.LatLng(latitude=10.0, longitude=10.0), skus=["A"]
+        ),
+        metadata=inv.metadata,
+    )
+    assert list(nowhere.locations) == []
+    assert nowhere.origin.latitude == 10.0
+
+    with pytest.raises(grpc.aio.AioRpcError) as unknown_origin:
+        await inv.stub.FindNearbyStock(
+            pb.FindNearbyStockRequest(location_id="atlantis", skus=["A"]), metadata=inv.metadata
+        )
+    assert unknown_origin.value.code() == grpc.StatusCode.NOT_FOUND
+    assert error_info(unknown_origin.value).metadata["location_id"] == "atlantis"
+    with pytest.raises(grpc.aio.AioRpcError) as unknown_sku:
+        await inv.stub.FindNearbyStock(
+            pb.FindNearbyStockRequest(location_id="leeds", skus=["Q", "A", "P"]),
+            metadata=inv.metadata,
+        )
+    assert unknown_sku.value.code() == grpc.StatusCode.NOT_FOUND
+    assert error_info(unknown_sku.value).metadata["skus"] == "Q,P"
+
 
 async def test_ship_to_home_from_warehouses(inventory: Inventory) -> None:
     inv = inventory

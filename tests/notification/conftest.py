@@ -56,13 +56,18 @@ CATALOGUE: dict[str, tuple[str, str, str, str, int]] = {
     "SHOE-40": ("shoe", "Aria runner", "black", "40", 8900),
     "BAG-1": ("bag", "Leather tote", "black", "", 12900),
     "SCARF-1": ("scarf", "Wool scarf", "grey", "", 3500),
+    "BELT-1": ("belt", "Leather belt", "brown", "", 4500),
 }
-# (sku, location, units): the 39 is sold out in store-1 but available in store-2.
+# (sku, location, units): the 39 is sold out in store-1 but available in store-2; the bag
+# is low in store-1 (the default rule: under 5), the belt is not.
 STOCK = [
     ("SHOE-38", STORE_1, 3),
     ("SHOE-40", STORE_1, 1),
     ("SHOE-39", STORE_2, 4),
     ("BAG-1", STORE_1, 2),
+    ("BAG-1", STORE_2, 6),
+    ("BELT-1", STORE_1, 12),
+    ("BELT-1", STORE_2, 7),
     ("SHOE-38", "wh-1", 20),
     ("SHOE-39", "wh-1", 20),
     ("SCARF-1", "wh-1", 5),

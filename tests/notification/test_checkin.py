@@ -73,7 +73,7 @@ async def test_associates_are_briefed_on_the_stream_with_cart_stock_and_what_is_
     suite: Suite,
 ) -> None:
     cid = await suite.new_customer(
-        "brief", cart=(("SHOE-39", 1), ("BAG-1", 1)), wishlist=("SHOE-38",)
+        "brief", cart=(("SHOE-39", 1), ("BAG-1", 1), ("BELT-1", 1)), wishlist=("SHOE-38",)
     )
     associate = suite.associate("assoc-1", STORE_1)
     async with subscribed(suite.notification, associate) as feed:
@@ -102,6 +102,13 @@ async def test_associates_are_briefed_on_the_stream_with_cart_stock_and_what_is_
     assert [(s.size, s.available_count) for s in shoe.sizes_available] == [("38", 3), ("40", 1)]
     assert [(n.store_id, n.available_count) for n in shoe.nearby] == [(STORE_2, 4)]
     assert by_sku["BAG-1"].availability.available_count == 2
+    # Nearby stores are named for what is low or out here, not for what is plentiful.
+    assert [(n.store_id, n.available_count) for n in by_sku["BAG-1"].availability.nearby] == [
+        (STORE_2, 6)
+    ]
+    belt = by_sku["BELT-1"].availability
+    assert (belt.status, belt.available_count) == (res.AVAILABILITY_STATUS_IN_STOCK, 12)
+    assert list(belt.nearby) == []
     assert [i.sku for i in briefing.wishlist_items] == ["SHOE-38"]
     assert briefing.wishlist_items[0].availability.available_count == 3
     # Recommendation is down: the briefing says so instead of failing.
@@ -122,7 +129,7 @@ async def test_associates_are_briefed_on_the_stream_with_cart_stock_and_what_is_
         for e in await suite.events("notification.briefing_ready")
     ]
     mine = next(r for r in ready if r.briefing_id == briefing.briefing_id)
-    assert sorted(mine.cart_skus) == ["BAG-1", "SHOE-39"]
+    assert sorted(mine.cart_skus) == ["BAG-1", "BELT-1", "SHOE-39"]
     assert sorted(mine.missing_parts) == ["complements", "next_best_actions"]
 
 

@@ -159,51 +159,53 @@ async def check_availability(
 
 
 async def find_nearby(
-    conn: AsyncConnection, request: pb.FindNearbyStockRequest, defaults: Defaults, radius_km: float
+    db: Database, request: pb.FindNearbyStockRequest, defaults: Defaults, radius_km: float
 ) -> pb.FindNearbyStockResponse:
     skus = list(request.skus)
-    await require_items(conn, skus)
-    origin_id = ""
-    if request.WhichOneof("origin") == "location_id":
-        origin = await require_location(conn, request.location_id)
-        origin_id = origin.location_id
-        lat, lon = origin.latitude, origin.longitude
-    else:
-        lat, lon = request.coordinates.latitude, request.coordinates.longitude
-    stores = await store.stores_within(conn, lat, lon, request.max_distance_km or radius_km)
-    stores = [
-        s
-        for s in stores
-        if (s.location_id != origin_id or request.include_origin)
-        and (not request.pickup_only or _pickup_capable(s))
-    ]
-    pairs = [(sku, s.location_id) for s in stores for sku in skus]
-    levels = await store.levels_with_rules(conn, pairs)
+    origin_id = request.location_id if request.WhichOneof("origin") == "location_id" else ""
+    rows = await store.nearby_levels(
+        db,
+        skus,
+        origin_id,
+        request.coordinates.latitude,
+        request.coordinates.longitude,
+        request.max_distance_km or radius_km,
+    )
+    head = rows[0]
+    if head.missing_skus:
+        raise item_not_found(list(head.missing_skus))
+    if origin_id and not head.origin_found:
+        raise location_not_found(origin_id)
     need = request.min_quantity or 1
     limit = request.limit or 10
     found: list[res.NearbyLocation] = []
-    for s in stores:
+    # Rows come nearest store first, a store's SKUs together in request order.
+    for n in range(0, len(rows) if head.location_id is not None else 0, len(skus)):
+        s = rows[n]
+        if (s.location_id == origin_id and not request.include_origin) or (
+            request.pickup_only and not _pickup_capable(s)
+        ):
+            continue
         pickup = _pickup_capable(s)
         buffer = _buffer(s, defaults)
         availabilities: list[res.SkuAvailability] = []
         qualifying = 0
-        for sku in skus:
-            row = levels.get((sku, s.location_id))
-            if row is None:
+        for row in rows[n : n + len(skus)]:
+            if row.on_hand is None:
                 availabilities.append(
                     res.SkuAvailability(
-                        sku=sku, location_id=s.location_id, status=domain.NOT_STOCKED
+                        sku=row.q_sku, location_id=s.location_id, status=domain.NOT_STOCKED
                     )
                 )
                 continue
             atp = domain.available_to_promise(row.on_hand, row.reserved, row.safety_stock)
-            rule = threshold_of(row, defaults)
+            low = defaults.threshold.low if row.low_threshold is None else row.low_threshold
             item = res.SkuAvailability(
-                sku=sku,
+                sku=row.q_sku,
                 location_id=s.location_id,
                 available_to_promise=atp,
                 pickup_available=domain.pickup_available(atp, pickup, True, buffer),
-                status=domain.status_of(atp, rule.low),
+                status=domain.status_of(atp, low),
                 incoming=row.incoming,
             )
             if row.next_incoming_time is not None:
@@ -226,7 +228,8 @@ async def find_nearby(
         if len(found) == limit:
             break
     return pb.FindNearbyStockResponse(
-        locations=found, origin=latlng_pb2.LatLng(latitude=lat, longitude=lon)
+        locations=found,
+        origin=latlng_pb2.LatLng(latitude=head.origin_lat, longitude=head.origin_lon),
     )
 
 

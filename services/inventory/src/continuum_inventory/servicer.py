@@ -332,10 +332,9 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
     async def FindNearbyStock(
         self, request: pb.FindNearbyStockRequest, context: Any
     ) -> pb.FindNearbyStockResponse:
-        async with self.db.reader() as conn:
-            return await queries.find_nearby(
-                conn, request, self.defaults, self.settings.default_nearby_km
-            )
+        return await queries.find_nearby(
+            self.db, request, self.defaults, self.settings.default_nearby_km
+        )
 
     async def GetShipToHomeAvailability(
         self, request: pb.GetShipToHomeAvailabilityRequest, context: Any

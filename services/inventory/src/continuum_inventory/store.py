@@ -316,24 +316,6 @@ async def list_locations(
     return list(rows)
 
 
-async def stores_within(
-    session: AsyncConnection, lat: float, lon: float, max_km: float
-) -> list[Any]:
-    """Active stores within ``max_km`` of the point, nearest first, with their distance."""
-    rows = await session.execute(
-        text(
-            f"SELECT {LOCATION_COLS}, d.km FROM locations l, LATERAL (SELECT 2 * 6371.0088 * "
-            "asin(least(1.0, sqrt(power(sin(radians(l.latitude - :lat) / 2), 2) + "
-            "cos(radians(:lat)) * cos(radians(l.latitude)) * "
-            "power(sin(radians(l.longitude - :lon) / 2), 2)))) AS km) d "
-            "WHERE l.type = 2 AND l.state = 1 AND d.km <= :max_km "
-            "ORDER BY d.km, l.location_id"
-        ),
-        {"lat": lat, "lon": lon, "max_km": max_km},
-    )
-    return list(rows)
-
-
 # --- stock levels ------------------------------------------------------------------------
 
 
@@ -828,6 +810,45 @@ async def availability(
     return await db.fetch(
         "SELECT inventory.availability", _AVAILABILITY_SQL, location_id, list(skus), default_buffer
     )
+
+
+# FindNearbyStock in one statement: the SKUs not in the item master, whether the origin
+# store exists, the search point, then one row per (store within the radius, SKU), nearest
+# store first, with the level and the low-stock threshold in force (a single row of NULL
+# store columns when no store is within the radius).
+_NEARBY_SQL = (
+    "WITH req AS (SELECT r.sku, r.n FROM unnest($1::text[]) WITH ORDINALITY AS r(sku, n)), "
+    "origin AS (SELECT latitude, longitude FROM locations WHERE location_id = $2), "
+    "pt AS (SELECT coalesce((SELECT latitude FROM origin), $3::float8) AS lat, "
+    "coalesce((SELECT longitude FROM origin), $4::float8) AS lon), "
+    f"near AS (SELECT {', '.join('l.' + c.strip() for c in LOCATION_COLS.split(','))}, d.km "
+    "FROM locations l CROSS JOIN pt, LATERAL (SELECT 2 * 6371.0088 * asin(least(1.0, "
+    "sqrt(power(sin(radians(l.latitude - pt.lat) / 2), 2) + cos(radians(pt.lat)) * "
+    "cos(radians(l.latitude)) * power(sin(radians(l.longitude - pt.lon) / 2), 2)))) AS km) d "
+    "WHERE l.type = 2 AND l.state = 1 AND d.km <= $5::float8) "
+    "SELECT (SELECT array_agg(req.sku ORDER BY req.n) FROM req WHERE NOT EXISTS "
+    "(SELECT 1 FROM items i WHERE i.sku = req.sku)) AS missing_skus, "
+    "EXISTS (SELECT 1 FROM origin) AS origin_found, pt.lat AS origin_lat, "
+    "pt.lon AS origin_lon, x.* FROM pt LEFT JOIN (SELECT near.*, req.sku AS q_sku, req.n, "
+    "s.on_hand, s.reserved, s.safety_stock, s.incoming, s.next_incoming_time, "
+    "th.low_threshold FROM near CROSS JOIN req "
+    "LEFT JOIN stock_levels s ON s.sku = req.sku AND s.location_id = near.location_id "
+    "LEFT JOIN LATERAL (SELECT t.low_threshold FROM low_stock_thresholds t "
+    "WHERE (t.sku, t.location_id) IN ((req.sku, near.location_id), (req.sku, ''), "
+    "('', near.location_id), ('', '')) ORDER BY t.sku = '', t.location_id = '' LIMIT 1) th "
+    "ON true) x ON true ORDER BY x.km, x.location_id, x.n"
+)
+
+
+async def nearby_levels(
+    db: Database, skus: Sequence[str], origin_id: str, lat: float, lon: float, max_km: float
+) -> list[Record]:
+    """Everything FindNearbyStock needs in one statement on the driver-level read pool
+    (see ``_NEARBY_SQL``); ``origin_id`` empty searches from (lat, lon)."""
+    rows = await db.fetch(
+        "SELECT inventory.nearby", _NEARBY_SQL, list(skus), origin_id, lat, lon, max_km
+    )
+    return [Record(r) for r in rows]
 
 
 async def ship_from_levels(session: AsyncConnection, skus: Sequence[str]) -> list[Any]:

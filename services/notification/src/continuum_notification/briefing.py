@@ -316,7 +316,7 @@ class Availability:
             INVENTORY,
             self._deps.inventory.FindNearbyStock(
                 inv_pb.FindNearbyStockRequest(
-                    location_id=self._store, skus=list(skus[:20]), min_quantity=1, limit=10
+                    location_id=self._store, skus=list(skus[:20]), min_quantity=1, limit=20
                 ),
                 timeout=self._left(),
             ),
@@ -338,6 +338,38 @@ class Availability:
                     )
         return out
 
+    async def _counts(
+        self,
+        skus: list[str],
+        products: list[str],
+        known: list[list[inv_res.Item] | None],
+    ) -> tuple[
+        dict[str, inv_res.SkuAvailability],
+        dict[str, inv_res.SkuAvailability],
+        list[list[inv_res.Item]],
+    ]:
+        """The items' counts here, the counts of their other sizes, and those sizes."""
+        extra: dict[str, inv_res.SkuAvailability] = {}
+        if all(k is not None for k in known):
+            # The usual case: the products' sizes are cached, one call answers everything.
+            sibling_lists = [k for k in known if k is not None]
+            sibling_skus = [s.sku for group in sibling_lists for s in group]
+            own = await self._check(list(dict.fromkeys(skus + sibling_skus)))
+            return own, extra, sibling_lists
+        own_task = asyncio.ensure_future(self._check(skus))
+        sibling_lists = list(await asyncio.gather(*(self._siblings(p) for p in products)))
+        own = await own_task
+        extra_skus = list(
+            dict.fromkeys(s.sku for group in sibling_lists for s in group if s.sku not in own)
+        )
+        if extra_skus:
+            try:
+                extra = await self._check(extra_skus)
+            except PartFailed as failed:
+                failed.missing.part = "sizes"
+                self._note(failed)
+        return own, extra, sibling_lists
+
     async def fill(self, items: Sequence[res.ItemSummary]) -> None:
         """Set ``availability`` on every item (PartFailed when inventory cannot answer)."""
         skus = list(dict.fromkeys(i.sku for i in items))
@@ -346,25 +378,15 @@ class Availability:
         products = list(dict.fromkeys(i.product_id for i in items if i.product_id))
         products = products[:MAX_SIZE_PRODUCTS]
         known = [self._deps.cached_product(p) for p in products]
-        extra: dict[str, inv_res.SkuAvailability] = {}
-        if all(k is not None for k in known):
-            # The usual case: the products' sizes are cached, one call answers everything.
-            sibling_lists = [k for k in known if k is not None]
-            sibling_skus = [s.sku for group in sibling_lists for s in group]
-            own = await self._check(list(dict.fromkeys(skus + sibling_skus)))
-        else:
-            own_task = asyncio.ensure_future(self._check(skus))
-            sibling_lists = list(await asyncio.gather(*(self._siblings(p) for p in products)))
-            own = await own_task
-            extra_skus = list(
-                dict.fromkeys(s.sku for group in sibling_lists for s in group if s.sku not in own)
-            )
-            if extra_skus:
-                try:
-                    extra = await self._check(extra_skus)
-                except PartFailed as failed:
-                    failed.missing.part = "sizes"
-                    self._note(failed)
+        # Nearby stock is asked for with the store's own counts rather than after them (one
+        # round trip less before the briefing is out); only the items low or out here keep it.
+        nearby_t = asyncio.ensure_future(self._nearby(skus))
+        try:
+            own, extra, sibling_lists = await self._counts(skus, products, known)
+        except BaseException:
+            nearby_t.cancel()
+            await asyncio.gather(nearby_t, return_exceptions=True)
+            raise
         low = [
             sku
             for sku in skus
@@ -379,9 +401,13 @@ class Availability:
         nearby: dict[str, list[res.NearbyAvailability]] = {}
         if low:
             try:
-                nearby = await self._nearby(low)
+                found = await nearby_t
+                nearby = {sku: found[sku] for sku in low if sku in found}
             except PartFailed as failed:
                 self._note(failed)
+        else:
+            nearby_t.cancel()
+            await asyncio.gather(nearby_t, return_exceptions=True)
         counts = {**extra, **own}
         by_product: dict[tuple[str, str], list[tuple[str, str]]] = {}
         for group in sibling_lists:
