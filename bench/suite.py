@@ -73,8 +73,9 @@ from continuum_sdk.errors import DeadlineExceeded, Unavailable
 
 WEB = channel_pb2.CHANNEL_WEB
 CART_MIX = (("cart_get", 0.5), ("cart_add", 0.25), ("cart_update", 0.25))
-# Small pools: six services share PostgreSQL (its max_connections) and two cores.
-POOL = {"CONTINUUM_DB__POOL_SIZE": "4", "CONTINUUM_DB__MAX_OVERFLOW": "4"}
+# Small pools: six services share PostgreSQL (its max_connections) and two cores; no
+# overflow (see bench/handoff.py).
+POOL = {"CONTINUUM_DB__POOL_SIZE": "8", "CONTINUUM_DB__MAX_OVERFLOW": "0"}
 
 
 def log(message: str) -> None:

@@ -54,8 +54,12 @@ class TLSSettings(BaseModel):
 class DatabaseSettings(BaseModel):
     """PostgreSQL connection pool and safety timeouts."""
 
-    pool_size: int = 10
-    max_overflow: int = 10
+    # Connections are opened as needed up to pool_size and then kept. Overflow connections
+    # (max_overflow) are closed as soon as they are returned to a full pool, so a burst
+    # that needs them pays for new PostgreSQL backends again next time, which prolongs
+    # the burst: none by default.
+    pool_size: int = 20
+    max_overflow: int = 0
     pool_timeout_s: float = 5.0
     statement_timeout_ms: int = 5_000
     idle_in_transaction_timeout_ms: int = 10_000
