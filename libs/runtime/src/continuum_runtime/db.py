@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from functools import lru_cache
+from typing import Any, Protocol
 
 import asyncpg
 from opentelemetry import trace
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -17,12 +20,134 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.sql.elements import TextClause
 
 from continuum_runtime.config import DatabaseSettings
 from continuum_runtime.embedded import to_asyncpg_dsn
 from continuum_runtime.telemetry import db_span, instrument_engine
 
 _tracer = trace.get_tracer("continuum_runtime.db")
+
+
+# A ``:name`` bind parameter as SQLAlchemy's text() reads it (not ``::type``, not ``\:``).
+_NAMED = re.compile(r"(?<![:\w\\]):(\w+)(?!:)")
+
+
+@lru_cache(maxsize=1024)
+def positional(sql: str) -> tuple[str, tuple[str, ...]]:
+    """A text() statement's ``:name`` parameters as asyncpg's ``$n``, and the names in
+    order (a name used twice is one parameter)."""
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in names:
+            names.append(name)
+        return f"${names.index(name) + 1}"
+
+    return _NAMED.sub(number, sql), tuple(names)
+
+
+class Record:
+    """An asyncpg record read like a SQLAlchemy row: by attribute, index or iteration."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, record: Any) -> None:
+        self._data = record
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._data[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __getitem__(self, index: int) -> Any:
+        return self._data[index]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._data.values())
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+class Rows:
+    """The rows of one statement sent on the driver, with the parts of SQLAlchemy's Result
+    that stores use."""
+
+    __slots__ = ("_rows",)
+
+    def __init__(self, rows: Sequence[Any]) -> None:
+        self._rows = [Record(r) for r in rows]
+
+    def __iter__(self) -> Iterator[Record]:
+        return iter(self._rows)
+
+    def all(self) -> list[Record]:
+        return list(self._rows)
+
+    def first(self) -> Record | None:
+        return self._rows[0] if self._rows else None
+
+    def one(self) -> Record:
+        if len(self._rows) != 1:
+            raise sa_exc.NoResultFound() if not self._rows else sa_exc.MultipleResultsFound()
+        return self._rows[0]
+
+    def one_or_none(self) -> Record | None:
+        if len(self._rows) > 1:
+            raise sa_exc.MultipleResultsFound()
+        return self._rows[0] if self._rows else None
+
+    def scalar(self) -> Any:
+        return self._rows[0][0] if self._rows else None
+
+    def scalar_one(self) -> Any:
+        return self.one()[0]
+
+    def scalar_one_or_none(self) -> Any:
+        row = self.one_or_none()
+        return None if row is None else row[0]
+
+    def scalars(self) -> list[Any]:
+        return [r[0] for r in self._rows]
+
+
+class Executor(Protocol):
+    """What a store function needs of a transaction: statements with named parameters.
+    An AsyncSession is one; so is a :class:`DriverSession`."""
+
+    async def execute(self, statement: Any, params: Any = None) -> Any: ...
+
+
+class DriverSession:
+    """A SQLAlchemy session's transaction whose text() statements go straight to the
+    asyncpg connection under it: the same connection and transaction, without SQLAlchemy's
+    per-statement execution layers (about 0.2 ms of CPU a statement; a write path of
+    twenty statements spent half its time there). Other statements (Core constructs) run
+    through the session as usual. A PostgreSQL error comes out as SQLAlchemy's DBAPIError,
+    as through the session."""
+
+    def __init__(self, session: AsyncSession, driver: Any) -> None:
+        self.session = session
+        self._driver = driver
+        self._begun = False
+
+    async def execute(self, statement: Any, params: Mapping[str, Any] | None = None) -> Any:
+        if not self._begun or not isinstance(statement, TextClause):
+            # SQLAlchemy begins the transaction on the connection with its first statement
+            # (and only then commits it): that one goes through the session.
+            self._begun = True
+            return await self.session.execute(statement, params)
+        sql, names = positional(statement.text)
+        values = params or {}
+        try:
+            with db_span(_tracer, sql.split(None, 1)[0]):
+                rows = await self._driver.fetch(sql, *(values[n] for n in names))
+        except asyncpg.PostgresError as exc:
+            raise sa_exc.DBAPIError(statement.text, dict(values), exc) from exc
+        return Rows(rows)
 
 
 class ReadPool:
@@ -108,6 +233,15 @@ class Database:
         """A session inside one transaction: committed on success, rolled back on error."""
         async with self.sessions() as session, session.begin():
             yield session
+
+    @asynccontextmanager
+    async def driven_transaction(self) -> AsyncIterator[DriverSession]:
+        """Like :meth:`transaction`, with text() statements sent on the driver (see
+        :class:`DriverSession`); for write paths made of many small statements."""
+        async with self.transaction() as session:
+            conn = await session.connection()
+            raw = await conn.get_raw_connection()
+            yield DriverSession(session, raw.driver_connection)
 
     @asynccontextmanager
     async def reader(self) -> AsyncIterator[AsyncConnection]:

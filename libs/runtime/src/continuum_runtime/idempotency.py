@@ -24,13 +24,11 @@ from sqlalchemy import (
     Table,
     Text,
     func,
-    select,
     text,
 )
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from continuum_runtime.db import Database
+from continuum_runtime.db import Database, Executor
 from continuum_runtime.errors import FailedPrecondition
 from continuum_runtime.events.schema import metadata
 
@@ -67,7 +65,7 @@ def fingerprint(request: Message) -> bytes:
 
 
 async def begin(
-    session: AsyncSession,
+    session: Executor,
     method: str,
     request: Message,
     response_type: type[M],
@@ -85,10 +83,11 @@ async def begin(
     )
     row = (
         await session.execute(
-            select(request_log_table.c.fingerprint, request_log_table.c.response).where(
-                request_log_table.c.method == method,
-                request_log_table.c.request_id == request_id,
-            )
+            text(
+                "SELECT fingerprint, response FROM request_log "
+                "WHERE method = :method AND request_id = :request_id"
+            ),
+            {"method": method, "request_id": request_id},
         )
     ).one_or_none()
     if row is None:
@@ -119,7 +118,7 @@ def replay(
 
 
 async def remember(
-    session: AsyncSession,
+    session: Executor,
     method: str,
     request: Message,
     response: M,
@@ -129,14 +128,16 @@ async def remember(
     if request_id is None:
         request_id = str(getattr(request, "request_id"))  # noqa: B009
     await session.execute(
-        insert(request_log_table)
-        .values(
-            method=method,
-            request_id=request_id,
-            fingerprint=fingerprint(request),
-            response=response.SerializeToString(deterministic=True),
-        )
-        .on_conflict_do_nothing()
+        text(
+            "INSERT INTO request_log (method, request_id, fingerprint, response) "
+            "VALUES (:method, :request_id, :fingerprint, :response) ON CONFLICT DO NOTHING"
+        ),
+        {
+            "method": method,
+            "request_id": request_id,
+            "fingerprint": fingerprint(request),
+            "response": response.SerializeToString(deterministic=True),
+        },
     )
     return response
 

@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 
 from google.protobuf.message import Message
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from continuum.identity.v1 import identity_events_pb2 as ev
 from continuum.identity.v1 import identity_resources_pb2 as res
@@ -28,7 +27,7 @@ from continuum_identity.identifiers import NormalizedIdentifier
 from continuum_identity.matching import Model, Traits, compare, default_model
 from continuum_identity.rules import Rules, compile_rules, default_rules
 from continuum_runtime import idempotency
-from continuum_runtime.db import Database
+from continuum_runtime.db import Database, Executor
 from continuum_runtime.errors import Aborted, NotFound
 from continuum_runtime.events import add_event
 
@@ -81,7 +80,7 @@ class Idem:
         """The request id the answer is stored under."""
         return self.request_id or str(getattr(self.request, "request_id", ""))
 
-    async def earlier(self, session: AsyncSession) -> svc.Resolution | None:
+    async def earlier(self, session: Executor) -> svc.Resolution | None:
         return await idempotency.begin(session, self.method, self.request, svc.Resolution, self.key)
 
     def replay(self, stored_fingerprint: bytes, stored_response: bytes) -> svc.Resolution:
@@ -89,7 +88,7 @@ class Idem:
             self.request, self.key, stored_fingerprint, stored_response, svc.Resolution
         )
 
-    async def remember(self, session: AsyncSession, answer: svc.Resolution) -> None:
+    async def remember(self, session: Executor, answer: svc.Resolution) -> None:
         await idempotency.remember(session, self.method, self.request, answer, self.key)
 
 
@@ -120,7 +119,7 @@ def now() -> datetime:
 
 
 async def _event(
-    session: AsyncSession, event_type: str, subject: str, payload: Message, customer_id: str
+    session: Executor, event_type: str, subject: str, payload: Message, customer_id: str
 ) -> None:
     await add_event(
         session,
@@ -142,7 +141,7 @@ class Resolver:
 
     # --- rules ---------------------------------------------------------------------------
 
-    async def rules(self, session: AsyncSession | AsyncConnection) -> Rules:
+    async def rules(self, session: Executor) -> Rules:
         cached = self._rules
         if cached is not None and time.monotonic() - cached[0] < RULES_TTL_S:
             return cached[1]
@@ -163,7 +162,7 @@ class Resolver:
         self._rules = None
         self._model = None
 
-    async def model(self, session: AsyncSession) -> Model:
+    async def model(self, session: Executor) -> Model:
         cached = self._model
         if cached is not None and time.monotonic() - cached[0] < RULES_TTL_S:
             return cached[1]
@@ -172,7 +171,7 @@ class Resolver:
         self._model = (time.monotonic(), model)
         return model
 
-    async def _score_candidates(self, session: AsyncSession, traits: Traits) -> list[_Candidate]:
+    async def _score_candidates(self, session: Executor, traits: Traits) -> list[_Candidate]:
         """Stored customers whose traits may be this record's, best first (one per customer)."""
         model = await self.model(session)
         best: dict[str, _Candidate] = {}
@@ -213,7 +212,7 @@ class Resolver:
         # lock; then the transaction ends and the request starts again on the new graph.
         for attempt in range(MAX_ATTEMPTS):
             try:
-                async with self.db.transaction() as session:
+                async with self.db.driven_transaction() as session:
                     if idem is not None:
                         answer = await idem.earlier(session)
                         if answer is not None:
@@ -270,7 +269,7 @@ class Resolver:
         )
 
     async def _resolve_locked(
-        self, session: AsyncSession, request: ResolveInput
+        self, session: Executor, request: ResolveInput
     ) -> svc.Resolution | None:
         at = request.at
         rules = await self.rules(session)
@@ -715,10 +714,10 @@ class Resolver:
                     )
         if traits is not None:
             holder = _pick_anchor(strong, found, [anchor], rules)
-            if holder is not None and (
-                created or not await store.has_traits(session, anchor, traits)
-            ):
-                await store.add_traits(session, found[holder.key].id, traits)
+            if holder is not None:
+                await store.add_traits(
+                    session, found[holder.key].id, traits, "" if created else anchor
+                )
 
         # 7. Co-occurrences of the request's values (shared-value detection), last seen.
         if rules.shared_detection:
@@ -726,12 +725,12 @@ class Resolver:
             pairs = [(a.id, b.id, b.type) for a in present for b in present if a.type != b.type]
             await store.record_cooccurrences(session, pairs, at)
         if not created:
-            await store.touch_identifiers(
+            await store.touch(
                 session,
                 [found[i.key].id for i in usable if i.key in found and i not in accepted],
+                anchor,
                 at,
             )
-            await store.touch_customer(session, anchor, at)
         if anchor in customers:
             anonymous = customers[anchor].anonymous and not became_known
         else:
@@ -748,7 +747,7 @@ class Resolver:
 
     async def _detect_shared(
         self,
-        session: AsyncSession,
+        session: Executor,
         rules: Rules,
         usable: Sequence[NormalizedIdentifier],
         found: dict[tuple[int, bytes], store.IdentifierRow],
@@ -791,7 +790,7 @@ class Resolver:
 
 
 async def write_merge(
-    session: AsyncSession,
+    session: Executor,
     survivor: str,
     losers: Sequence[str],
     links: Sequence[store.NewLink],

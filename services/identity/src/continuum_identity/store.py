@@ -17,12 +17,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from continuum.identity.v1 import identity_resources_pb2 as res
 from continuum_identity.identifiers import NormalizedIdentifier
 from continuum_identity.matching import Traits
-from continuum_runtime.db import Database
+from continuum_runtime.db import Database, Executor
 
 ACTIVE, MERGED, FORGOTTEN = 1, 2, 3
 
@@ -144,7 +143,7 @@ def refs_from_json(data: Sequence[dict[str, Any]]) -> list[res.IdentifierRef]:
 
 
 async def lock_values(
-    session: AsyncSession, keys: Iterable[tuple[int, bytes]], extra: Iterable[int] = ()
+    session: Executor, keys: Iterable[tuple[int, bytes]], extra: Iterable[int] = ()
 ) -> None:
     """Advisory locks on identifier values (and trait blocks), in one global key order."""
     ordered = sorted({lock_key(t, h) for t, h in keys} | set(extra))
@@ -159,7 +158,7 @@ async def lock_values(
 
 
 async def find_identifiers(
-    session: AsyncSession, keys: Sequence[tuple[int, bytes]]
+    session: Executor, keys: Sequence[tuple[int, bytes]]
 ) -> dict[tuple[int, bytes], IdentifierRow]:
     if not keys:
         return {}
@@ -229,7 +228,7 @@ async def quick_lookup(
 
 
 async def find_with_blocked(
-    session: AsyncSession, keys: Sequence[tuple[int, bytes]]
+    session: Executor, keys: Sequence[tuple[int, bytes]]
 ) -> tuple[dict[tuple[int, bytes], IdentifierRow], set[tuple[int, bytes]]]:
     """The stored rows of these values and which of them are blocked, in one round trip."""
     if not keys:
@@ -256,7 +255,7 @@ async def find_with_blocked(
 
 
 async def identifiers_of(
-    session: AsyncSession,
+    session: Executor,
     customer_ids: Sequence[str],
     *,
     types: Sequence[int] = (),
@@ -276,7 +275,7 @@ async def identifiers_of(
 
 
 async def insert_identifier(
-    session: AsyncSession,
+    session: Executor,
     item: NormalizedIdentifier,
     customer_id: str,
     channel: int,
@@ -305,7 +304,7 @@ async def insert_identifier(
 
 
 async def repoint_identifiers(
-    session: AsyncSession, identifier_ids: Sequence[int], customer_id: str
+    session: Executor, identifier_ids: Sequence[int], customer_id: str
 ) -> None:
     if identifier_ids:
         await session.execute(
@@ -314,26 +313,27 @@ async def repoint_identifiers(
         )
 
 
-async def move_all_identifiers(session: AsyncSession, from_ids: Sequence[str], to_id: str) -> None:
+async def move_all_identifiers(session: Executor, from_ids: Sequence[str], to_id: str) -> None:
     await session.execute(
         text("UPDATE identifiers SET customer_id = :to WHERE customer_id = ANY(:from)"),
         {"to": to_id, "from": list(from_ids)},
     )
 
 
-async def touch_identifiers(session: AsyncSession, ids: Sequence[int], at: datetime) -> None:
-    if ids:
-        await session.execute(
-            text(
-                "UPDATE identifiers SET last_seen_at = GREATEST(last_seen_at, :at) "
-                "WHERE id = ANY(:ids)"
-            ),
-            {"ids": list(ids), "at": at},
-        )
+async def touch(session: Executor, ids: Sequence[int], customer_id: str, at: datetime) -> None:
+    """Last seen, in one statement: the identifiers ``ids`` and their customer."""
+    await session.execute(
+        text(
+            "WITH seen AS (UPDATE identifiers SET last_seen_at = GREATEST(last_seen_at, :at) "
+            "WHERE id = ANY(:ids)) "
+            "UPDATE customers SET last_seen_at = GREATEST(last_seen_at, :at) WHERE id = :id"
+        ),
+        {"ids": list(ids), "id": customer_id, "at": at},
+    )
 
 
 async def type_counts(
-    session: AsyncSession, customer_ids: Sequence[str], since: datetime | None = None
+    session: Executor, customer_ids: Sequence[str], since: datetime | None = None
 ) -> dict[tuple[str, int], int]:
     sql = "SELECT customer_id, type, count(*) FROM identifiers WHERE customer_id = ANY(:ids)"
     params: dict[str, Any] = {"ids": list(customer_ids)}
@@ -345,7 +345,7 @@ async def type_counts(
 
 
 async def values_of_types(
-    session: AsyncSession, customer_ids: Sequence[str], types: Sequence[int]
+    session: Executor, customer_ids: Sequence[str], types: Sequence[int]
 ) -> dict[str, set[tuple[int, bytes]]]:
     out: dict[str, set[tuple[int, bytes]]] = {cid: set() for cid in customer_ids}
     if not types:
@@ -362,7 +362,7 @@ async def values_of_types(
     return out
 
 
-async def delete_identifiers_of(session: AsyncSession, customer_ids: Sequence[str]) -> None:
+async def delete_identifiers_of(session: Executor, customer_ids: Sequence[str]) -> None:
     await session.execute(
         text("DELETE FROM identifiers WHERE customer_id = ANY(:ids)"), {"ids": list(customer_ids)}
     )
@@ -372,7 +372,7 @@ async def delete_identifiers_of(session: AsyncSession, customer_ids: Sequence[st
 
 
 async def create_customer(
-    session: AsyncSession, customer_id: str, *, anonymous: bool, channel: int, at: datetime
+    session: Executor, customer_id: str, *, anonymous: bool, channel: int, at: datetime
 ) -> None:
     await session.execute(
         text(
@@ -383,7 +383,7 @@ async def create_customer(
     )
 
 
-async def lock_customers(session: AsyncSession, ids: Iterable[str]) -> dict[str, CustomerRow]:
+async def lock_customers(session: Executor, ids: Iterable[str]) -> dict[str, CustomerRow]:
     """Lock the ACTIVE customers among ``ids`` (in id order); merged ones are left out.
 
     Merged-away and forgotten rows are never locked by resolves: a caller that finds one of
@@ -402,7 +402,7 @@ async def lock_customers(session: AsyncSession, ids: Iterable[str]) -> dict[str,
     return {c.id: c for c in map(_cust, rows)}
 
 
-async def get_customer(session: AsyncSession, customer_id: str) -> CustomerRow | None:
+async def get_customer(session: Executor, customer_id: str) -> CustomerRow | None:
     row = (
         await session.execute(
             text(f"SELECT {_CUST_COLS} FROM customers WHERE id = :id"), {"id": customer_id}
@@ -411,7 +411,7 @@ async def get_customer(session: AsyncSession, customer_id: str) -> CustomerRow |
     return _cust(row) if row is not None else None
 
 
-async def aliases_of(session: AsyncSession, customer_id: str) -> list[str]:
+async def aliases_of(session: Executor, customer_id: str) -> list[str]:
     """Every id that resolves to ``customer_id``: merged into it, directly or through others."""
     rows = await session.execute(
         text(
@@ -425,7 +425,7 @@ async def aliases_of(session: AsyncSession, customer_id: str) -> list[str]:
     return [r[0] for r in rows]
 
 
-async def direct_aliases(session: AsyncSession, customer_id: str) -> list[str]:
+async def direct_aliases(session: Executor, customer_id: str) -> list[str]:
     rows = await session.execute(
         text("SELECT id FROM customers WHERE merged_into = :id ORDER BY created_at, id"),
         {"id": customer_id},
@@ -433,7 +433,7 @@ async def direct_aliases(session: AsyncSession, customer_id: str) -> list[str]:
     return [r[0] for r in rows]
 
 
-async def count_identifiers(session: AsyncSession, customer_id: str) -> int:
+async def count_identifiers(session: Executor, customer_id: str) -> int:
     return int(
         (
             await session.execute(
@@ -445,7 +445,7 @@ async def count_identifiers(session: AsyncSession, customer_id: str) -> int:
 
 
 async def mark_merged(
-    session: AsyncSession, losers: Sequence[str], survivor: str, at: datetime
+    session: Executor, losers: Sequence[str], survivor: str, at: datetime
 ) -> None:
     """Losers (locked by the caller) now resolve to ``survivor``; their aliases follow."""
     await session.execute(
@@ -458,7 +458,7 @@ async def mark_merged(
 
 
 async def set_customer(
-    session: AsyncSession,
+    session: Executor,
     customer_id: str,
     *,
     state: int,
@@ -475,22 +475,15 @@ async def set_customer(
     )
 
 
-async def set_anonymous(session: AsyncSession, customer_id: str, anonymous: bool) -> None:
+async def set_anonymous(session: Executor, customer_id: str, anonymous: bool) -> None:
     await session.execute(
         text("UPDATE customers SET anonymous = :a, updated_at = now() WHERE id = :id"),
         {"a": anonymous, "id": customer_id},
     )
 
 
-async def touch_customer(session: AsyncSession, customer_id: str, at: datetime) -> None:
-    await session.execute(
-        text("UPDATE customers SET last_seen_at = GREATEST(last_seen_at, :at) WHERE id = :id"),
-        {"id": customer_id, "at": at},
-    )
-
-
 async def repoint_aliases(
-    session: AsyncSession, aliases: Sequence[str], customer_id: str, at: datetime
+    session: Executor, aliases: Sequence[str], customer_id: str, at: datetime
 ) -> None:
     if aliases:
         await session.execute(
@@ -502,7 +495,7 @@ async def repoint_aliases(
         )
 
 
-async def forget_customers(session: AsyncSession, ids: Sequence[str], at: datetime) -> None:
+async def forget_customers(session: Executor, ids: Sequence[str], at: datetime) -> None:
     await session.execute(
         text(
             "UPDATE customers SET state = 3, merged_into = NULL, updated_at = :at "
@@ -516,7 +509,7 @@ async def forget_customers(session: AsyncSession, ids: Sequence[str], at: dateti
 
 
 async def insert_links(
-    session: AsyncSession, customer_id: str, links: Sequence[NewLink], at: datetime
+    session: Executor, customer_id: str, links: Sequence[NewLink], at: datetime
 ) -> list[str]:
     ids: list[str] = []
     for link in links:
@@ -545,7 +538,7 @@ async def insert_links(
     return ids
 
 
-async def active_links_among(session: AsyncSession, identifier_ids: Sequence[int]) -> list[LinkRow]:
+async def active_links_among(session: Executor, identifier_ids: Sequence[int]) -> list[LinkRow]:
     rows = await session.execute(
         text(
             f"SELECT {_LINK_COLS} FROM links WHERE removed_at IS NULL "
@@ -556,7 +549,7 @@ async def active_links_among(session: AsyncSession, identifier_ids: Sequence[int
     return [_link(r) for r in rows]
 
 
-async def links_by_id(session: AsyncSession, link_ids: Sequence[str]) -> list[LinkRow]:
+async def links_by_id(session: Executor, link_ids: Sequence[str]) -> list[LinkRow]:
     rows = await session.execute(
         text(f"SELECT {_LINK_COLS} FROM links WHERE id = ANY(:ids)"), {"ids": list(link_ids)}
     )
@@ -564,7 +557,7 @@ async def links_by_id(session: AsyncSession, link_ids: Sequence[str]) -> list[Li
 
 
 async def links_of(
-    session: AsyncSession,
+    session: Executor,
     identifier_ids: Sequence[int],
     *,
     include_removed: bool,
@@ -582,7 +575,7 @@ async def links_of(
 
 
 async def remove_links(
-    session: AsyncSession, link_ids: Sequence[str], entry_id: str, at: datetime
+    session: Executor, link_ids: Sequence[str], entry_id: str, at: datetime
 ) -> None:
     if link_ids:
         await session.execute(
@@ -594,7 +587,7 @@ async def remove_links(
         )
 
 
-async def device_links(session: AsyncSession, device_identifier_id: int) -> list[LinkRow]:
+async def device_links(session: Executor, device_identifier_id: int) -> list[LinkRow]:
     return await active_links_among(session, [device_identifier_id])
 
 
@@ -644,7 +637,7 @@ class LogRow:
 
 
 async def add_log(
-    session: AsyncSession, entry: LogEntry, at: datetime, entry_id: str | None = None
+    session: Executor, entry: LogEntry, at: datetime, entry_id: str | None = None
 ) -> str:
     entry_id = entry_id or new_id("mle")
     subjects = sorted(
@@ -679,7 +672,7 @@ async def add_log(
     return entry_id
 
 
-async def get_log(session: AsyncSession, entry_id: str, *, lock: bool = False) -> LogRow | None:
+async def get_log(session: Executor, entry_id: str, *, lock: bool = False) -> LogRow | None:
     sql = f"SELECT {_LOG_COLS} FROM merge_log WHERE id = :id"
     if lock:
         sql += " FOR UPDATE"
@@ -687,14 +680,14 @@ async def get_log(session: AsyncSession, entry_id: str, *, lock: bool = False) -
     return LogRow(*row) if row is not None else None
 
 
-async def mark_undone(session: AsyncSession, entry_id: str, by: str) -> None:
+async def mark_undone(session: Executor, entry_id: str, by: str) -> None:
     await session.execute(
         text("UPDATE merge_log SET undone_by = :by WHERE id = :id"), {"id": entry_id, "by": by}
     )
 
 
 async def history(
-    session: AsyncSession,
+    session: Executor,
     customer_ids: Sequence[str],
     *,
     start: datetime | None,
@@ -717,7 +710,7 @@ async def history(
     return [LogRow(*r) for r in await session.execute(text(sql), params)]
 
 
-async def erase_log_identifiers(session: AsyncSession, customer_ids: Sequence[str]) -> None:
+async def erase_log_identifiers(session: Executor, customer_ids: Sequence[str]) -> None:
     """Forget: the masked values and hashes in the merge log, refusals and evidence go too."""
     ids = {"ids": list(customer_ids)}
     await session.execute(
@@ -743,7 +736,7 @@ async def erase_log_identifiers(session: AsyncSession, customer_ids: Sequence[st
 
 
 async def blocked_keys(
-    session: AsyncSession, keys: Sequence[tuple[int, bytes]]
+    session: Executor, keys: Sequence[tuple[int, bytes]]
 ) -> set[tuple[int, bytes]]:
     if not keys:
         return set()
@@ -761,7 +754,7 @@ _BLOCK_COLS = "id, type, value_hash, masked, source, reason, actor, created_at"
 
 
 async def add_blocked(
-    session: AsyncSession,
+    session: Executor,
     *,
     id_type: int,
     value_hash: bytes,
@@ -793,7 +786,7 @@ async def add_blocked(
 
 
 async def list_blocked(
-    session: AsyncSession, *, source: int, id_type: int, after: str, limit: int
+    session: Executor, *, source: int, id_type: int, after: str, limit: int
 ) -> list[tuple[Any, ...]]:
     sql = f"SELECT {_BLOCK_COLS} FROM blocked_values WHERE id > :after"
     params: dict[str, Any] = {"after": after, "limit": limit}
@@ -807,7 +800,7 @@ async def list_blocked(
     return [tuple(r) for r in await session.execute(text(sql), params)]
 
 
-async def delete_blocked(session: AsyncSession, blocked_id: str) -> bool:
+async def delete_blocked(session: Executor, blocked_id: str) -> bool:
     result = await session.execute(
         text("DELETE FROM blocked_values WHERE id = :id RETURNING id"), {"id": blocked_id}
     )
@@ -815,7 +808,7 @@ async def delete_blocked(session: AsyncSession, blocked_id: str) -> bool:
 
 
 async def cooccurrence_counts(
-    session: AsyncSession, identifier_ids: Sequence[int], since: datetime | None
+    session: Executor, identifier_ids: Sequence[int], since: datetime | None
 ) -> dict[tuple[int, int], set[int]]:
     """For each identifier, the other identifiers (by type) it was seen with."""
     if not identifier_ids:
@@ -835,7 +828,7 @@ async def cooccurrence_counts(
 
 
 async def record_cooccurrences(
-    session: AsyncSession, pairs: Sequence[tuple[int, int, int]], at: datetime
+    session: Executor, pairs: Sequence[tuple[int, int, int]], at: datetime
 ) -> None:
     if pairs:
         await session.execute(
@@ -855,7 +848,7 @@ async def record_cooccurrences(
 
 
 async def add_refusal(
-    session: AsyncSession, a: str, b: str, reason: int, refs: Sequence[res.IdentifierRef]
+    session: Executor, a: str, b: str, reason: int, refs: Sequence[res.IdentifierRef]
 ) -> None:
     await session.execute(
         text(
@@ -867,7 +860,7 @@ async def add_refusal(
 
 
 async def refusals_between(
-    session: AsyncSession, a_ids: Sequence[str], b_ids: Sequence[str]
+    session: Executor, a_ids: Sequence[str], b_ids: Sequence[str]
 ) -> list[int]:
     rows = await session.execute(
         text(
@@ -883,7 +876,7 @@ async def refusals_between(
 # --- merge rules -------------------------------------------------------------------------
 
 
-async def load_rules(session: AsyncSession | AsyncConnection) -> res.MergeRules | None:
+async def load_rules(session: Executor) -> res.MergeRules | None:
     row = (
         await session.execute(
             text("SELECT rules, revision, updated_by, updated_at FROM merge_rules WHERE id = 1")
@@ -899,9 +892,7 @@ async def load_rules(session: AsyncSession | AsyncConnection) -> res.MergeRules 
     return rules
 
 
-async def save_rules(
-    session: AsyncSession, rules: res.MergeRules, revision: int, actor: str
-) -> None:
+async def save_rules(session: Executor, rules: res.MergeRules, revision: int, actor: str) -> None:
     await session.execute(
         text(
             "INSERT INTO merge_rules (id, rules, revision, updated_by, updated_at) "
@@ -913,7 +904,7 @@ async def save_rules(
     )
 
 
-async def lock_rules(session: AsyncSession) -> None:
+async def lock_rules(session: Executor) -> None:
     await session.execute(text("SELECT pg_advisory_xact_lock(424242)"))
 
 
@@ -929,7 +920,7 @@ class TraitCandidate:
 
 
 async def trait_candidates(
-    session: AsyncSession, keys: Sequence[int], limit: int = 500
+    session: Executor, keys: Sequence[int], limit: int = 500
 ) -> list[TraitCandidate]:
     """Stored trait records sharing a block with ``keys``, with their current customer."""
     if not keys:
@@ -946,19 +937,6 @@ async def trait_candidates(
     return [TraitCandidate(r[0], r[1], r[2], Traits(*r[3:])) for r in rows]
 
 
-async def has_traits(session: AsyncSession, customer_id: str, traits: Traits) -> bool:
-    row = await session.execute(
-        text(
-            "SELECT 1 FROM trait_records r JOIN identifiers i ON i.id = r.identifier_id "
-            "WHERE i.customer_id = :cid AND r.given_name = :g AND r.family_name = :f "
-            "AND r.birth_date = :b AND r.street = :s AND r.locality = :l AND r.postal_code = :p "
-            "LIMIT 1"
-        ),
-        {"cid": customer_id, **_trait_params(traits)},
-    )
-    return row.first() is not None
-
-
 def _trait_params(traits: Traits) -> dict[str, str]:
     return {
         "g": traits.given_name,
@@ -970,20 +948,33 @@ def _trait_params(traits: Traits) -> dict[str, str]:
     }
 
 
-async def add_traits(session: AsyncSession, identifier_id: int, traits: Traits) -> None:
-    """Keep a trait record (and its blocking keys) under the identifier it came with."""
+async def add_traits(
+    session: Executor, identifier_id: int, traits: Traits, unless_customer_has: str = ""
+) -> None:
+    """Keep a trait record (and its blocking keys) under the identifier it came with;
+    with ``unless_customer_has``, only if that customer holds no record of the very same
+    traits yet (one statement either way)."""
     await session.execute(
         text(
             "WITH r AS (INSERT INTO trait_records (identifier_id, given_name, family_name, "
-            "birth_date, street, locality, postal_code) VALUES (:iid, :g, :f, :b, :s, :l, :p) "
+            "birth_date, street, locality, postal_code) SELECT :iid, :g, :f, :b, :s, :l, :p "
+            "WHERE :cid = '' OR NOT EXISTS (SELECT 1 FROM trait_records t "
+            "JOIN identifiers i ON i.id = t.identifier_id WHERE i.customer_id = :cid "
+            "AND t.given_name = :g AND t.family_name = :f AND t.birth_date = :b "
+            "AND t.street = :s AND t.locality = :l AND t.postal_code = :p) "
             "RETURNING id) INSERT INTO trait_blocks (key, record_id) "
             "SELECT k, r.id FROM r, unnest(CAST(:keys AS bigint[])) AS k ON CONFLICT DO NOTHING"
         ),
-        {"iid": identifier_id, "keys": traits.blocking_keys(), **_trait_params(traits)},
+        {
+            "iid": identifier_id,
+            "cid": unless_customer_has,
+            "keys": traits.blocking_keys(),
+            **_trait_params(traits),
+        },
     )
 
 
-async def all_trait_records(session: AsyncSession) -> list[TraitCandidate]:
+async def all_trait_records(session: Executor) -> list[TraitCandidate]:
     rows = await session.execute(
         text(
             "SELECT r.id, r.identifier_id, i.customer_id, r.given_name, r.family_name, "
@@ -994,7 +985,7 @@ async def all_trait_records(session: AsyncSession) -> list[TraitCandidate]:
     return [TraitCandidate(r[0], r[1], r[2], Traits(*r[3:])) for r in rows]
 
 
-async def block_members(session: AsyncSession, max_block: int) -> list[list[int]]:
+async def block_members(session: Executor, max_block: int) -> list[list[int]]:
     """Record ids per block (blocks larger than ``max_block`` are sampled down)."""
     rows = await session.execute(
         text(
@@ -1006,12 +997,12 @@ async def block_members(session: AsyncSession, max_block: int) -> list[list[int]
     return [list(r[1]) for r in rows]
 
 
-async def load_model(session: AsyncSession) -> dict[str, Any] | None:
+async def load_model(session: Executor) -> dict[str, Any] | None:
     row = (await session.execute(text("SELECT model FROM match_model WHERE id = 1"))).first()
     return dict(row[0]) if row is not None else None
 
 
-async def save_model(session: AsyncSession, model: dict[str, Any]) -> None:
+async def save_model(session: Executor, model: dict[str, Any]) -> None:
     await session.execute(
         text(
             "INSERT INTO match_model (id, model, fitted_at) VALUES (1, CAST(:m AS jsonb), now()) "
@@ -1043,7 +1034,7 @@ class MatchRow:
 
 
 async def add_probable_match(
-    session: AsyncSession,
+    session: Executor,
     customer_id: str,
     candidate: str,
     score: float,
@@ -1067,7 +1058,7 @@ async def add_probable_match(
 
 
 async def get_probable_match(
-    session: AsyncSession, match_id: str, *, lock: bool = False
+    session: Executor, match_id: str, *, lock: bool = False
 ) -> MatchRow | None:
     sql = f"SELECT {_MATCH_COLS} FROM probable_matches WHERE id = :id"
     if lock:
@@ -1077,7 +1068,7 @@ async def get_probable_match(
 
 
 async def list_probable_matches(
-    session: AsyncSession,
+    session: Executor,
     *,
     state: int,
     customer_ids: Sequence[str],
@@ -1098,7 +1089,7 @@ async def list_probable_matches(
 
 
 async def decide_probable_match(
-    session: AsyncSession, match_id: str, state: int, actor: str, reason: str
+    session: Executor, match_id: str, state: int, actor: str, reason: str
 ) -> None:
     await session.execute(
         text(

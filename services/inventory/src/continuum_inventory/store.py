@@ -11,12 +11,10 @@ revision as its sequence, and returns the level with what its signals need.
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import lru_cache
 from typing import Any
 
 from opentelemetry import trace
@@ -24,7 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from continuum_inventory.domain import SignalState, Threshold
-from continuum_runtime.db import Database
+from continuum_runtime.db import Database, Record, positional
 from continuum_runtime.telemetry import db_span
 
 _tracer = trace.get_tracer(__name__)
@@ -63,38 +61,6 @@ _THRESHOLD_LATERAL = (
 )
 
 
-_NAMED = re.compile(r"(?<![:\w]):([a-z_]+)\b")
-
-
-@lru_cache(maxsize=256)
-def _positional(sql: str) -> tuple[str, tuple[str, ...]]:
-    """``:name`` parameters as asyncpg's ``$n``, and the names in order."""
-    names: list[str] = []
-
-    def number(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in names:
-            names.append(name)
-        return f"${names.index(name) + 1}"
-
-    return _NAMED.sub(number, sql), tuple(names)
-
-
-class Record:
-    """An asyncpg record with attribute access, like SQLAlchemy's rows."""
-
-    __slots__ = ("_data",)
-
-    def __init__(self, record: Any) -> None:
-        self._data = record
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self._data[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-
 async def driver_of(session: AsyncSession) -> Any:
     """The asyncpg connection under the session's transaction (hot paths: a third of
     SQLAlchemy's per-statement cost)."""
@@ -104,7 +70,7 @@ async def driver_of(session: AsyncSession) -> Any:
 
 
 async def fetch_one(session: AsyncSession, sql: str, values: dict[str, Any]) -> Record | None:
-    query, names = _positional(sql)
+    query, names = positional(sql)
     driver = await driver_of(session)
     with db_span(_tracer, "inventory.write"):
         row = await driver.fetchrow(query, *(values[n] for n in names))

@@ -6,11 +6,10 @@ import uuid
 from typing import TypeVar
 
 from google.protobuf.message import Message
-from sqlalchemy import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import text
 
 from continuum.common.v1 import event_pb2
-from continuum_runtime.events.schema import outbox_table
+from continuum_runtime.db import Executor
 from continuum_runtime.telemetry import inject_context
 
 M = TypeVar("M", bound=Message)
@@ -41,7 +40,7 @@ def new_envelope(
 
 
 async def add_event(
-    session: AsyncSession,
+    session: Executor,
     *,
     producer: str,
     event_type: str,
@@ -63,13 +62,17 @@ async def add_event(
         schema_version=schema_version,
     )
     await session.execute(
-        insert(outbox_table).values(
-            event_id=uuid.UUID(envelope.id),
-            producer=producer,
-            event_type=event_type,
-            subject=subject,
-            envelope=envelope.SerializeToString(),
-        )
+        text(
+            "INSERT INTO outbox (event_id, producer, event_type, subject, envelope) "
+            "VALUES (:event_id, :producer, :event_type, :subject, :envelope)"
+        ),
+        {
+            "event_id": uuid.UUID(envelope.id),
+            "producer": producer,
+            "event_type": event_type,
+            "subject": subject,
+            "envelope": envelope.SerializeToString(),
+        },
     )
     return envelope
 
