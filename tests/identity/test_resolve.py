@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import uuid
 from typing import Any
@@ -335,6 +336,27 @@ async def test_a_replayed_request_id_returns_the_first_answer(identity: Identity
     replay = await resolve(identity, email("idem@example.com"), request_id="same-id")
     assert replay == first
     assert len(await rows(identity, "SELECT id FROM customers")) == 2
+
+
+async def test_a_request_sent_again_while_the_first_is_in_flight_is_answered_once(
+    identity: Identity,
+) -> None:
+    # Retries that overlap the first attempt (a client timing out and trying again): one
+    # customer, one creation event, the same answer to every attempt.
+    attempts = await asyncio.gather(
+        *(
+            resolve(identity, email("overlap@example.com"), phone("+12025550144"), request_id="ov")
+            for _ in range(8)
+        )
+    )
+    assert len({a.customer_id for a in attempts}) == 1
+    assert all(a == attempts[0] for a in attempts)
+    assert len(await rows(identity, "SELECT id FROM customers")) == 1
+    assert len(await rows(identity, "SELECT method FROM request_log WHERE request_id = 'ov'")) == 1
+    created = await rows(
+        identity, "SELECT seq FROM outbox WHERE event_type = 'identity.customer_created'"
+    )
+    assert len(created) == 1
 
 
 async def test_bad_identifiers_are_invalid_argument_naming_each_and_nothing_is_written(

@@ -70,17 +70,22 @@ async def begin(
     request: Message,
     response_type: type[M],
     request_id: str | None = None,
+    *,
+    lock: bool = True,
 ) -> M | None:
     """Serialise calls with this request_id; the earlier answer if there was one.
 
     ``request_id`` defaults to the request's own field (pass it for parts of a batch).
+    ``lock=False`` when the caller's transaction already holds a lock that every call
+    with this request id takes (then the read alone is enough).
     """
     if request_id is None:
         request_id = str(getattr(request, "request_id"))  # noqa: B009
-    await session.execute(
-        text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 7))"),
-        {"key": f"{method}/{request_id}"},
-    )
+    if lock:
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 7))"),
+            {"key": f"{method}/{request_id}"},
+        )
     row = (
         await session.execute(
             text(

@@ -10,6 +10,7 @@ concurrent resolves of the same identifiers converge on one customer.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 import time
 from collections.abc import Sequence
@@ -80,8 +81,17 @@ class Idem:
         """The request id the answer is stored under."""
         return self.request_id or str(getattr(self.request, "request_id", ""))
 
+    @property
+    def lock_key(self) -> int:
+        """An advisory lock key for this request id, taken with the identifiers' locks."""
+        digest = hashlib.blake2b(f"{self.method}/{self.key}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big", signed=True)
+
     async def earlier(self, session: Executor) -> svc.Resolution | None:
-        return await idempotency.begin(session, self.method, self.request, svc.Resolution, self.key)
+        """The stored answer; the caller holds :attr:`lock_key` already."""
+        return await idempotency.begin(
+            session, self.method, self.request, svc.Resolution, self.key, lock=False
+        )
 
     def replay(self, stored_fingerprint: bytes, stored_response: bytes) -> svc.Resolution:
         return idempotency.replay(
@@ -213,6 +223,17 @@ class Resolver:
         for attempt in range(MAX_ATTEMPTS):
             try:
                 async with self.db.driven_transaction() as session:
+                    # One statement takes the locks of the values, the trait blocks and
+                    # the request id, in one global order.
+                    traits = request.traits
+                    await store.lock_values(
+                        session,
+                        keys,
+                        [
+                            *(traits.blocking_keys() if traits and not traits.is_empty() else []),
+                            *([idem.lock_key] if idem is not None else []),
+                        ],
+                    )
                     if idem is not None:
                         answer = await idem.earlier(session)
                         if answer is not None:
@@ -271,12 +292,12 @@ class Resolver:
     async def _resolve_locked(
         self, session: Executor, request: ResolveInput
     ) -> svc.Resolution | None:
+        """The resolve itself; the caller's transaction holds the locks of the request's
+        values and trait blocks (see :meth:`resolve`)."""
         at = request.at
         rules = await self.rules(session)
         items = request.identifiers
         traits = request.traits if request.traits and not request.traits.is_empty() else None
-        block_keys = traits.blocking_keys() if traits else []
-        await store.lock_values(session, [i.key for i in items], block_keys)
         found, blocked = await store.find_with_blocked(session, [i.key for i in items])
         decision = _Decision()
         index_of = {i.key: n for n, i in enumerate(items)}
