@@ -404,8 +404,7 @@ class Resolver:
         group = [anchor]
         if len(known) > 1:
             unique_types = [t for t, r in rules.by_type.items() if r.unique]
-            unique_values = await store.values_of_types(session, known, unique_types)
-            counts = await store.type_counts(session, known)
+            counts, unique_values = await store.type_facts(session, known, unique_types)
             group_unique = dict(unique_values.get(anchor, set()))
             group_counts = _counts_for(counts, anchor)
             for other in known[1:]:
@@ -524,14 +523,13 @@ class Resolver:
         accepted: list[NormalizedIdentifier] = []
         if new_strong:
             # A customer made by this request has nothing yet to count.
-            counts = {} if created else await store.type_counts(session, [anchor])
             windowed: dict[int, int] = {}
             unique_types = [t for t, r in rules.by_type.items() if r.unique]
-            existing_unique = (
-                {}
-                if created
-                else dict((await store.values_of_types(session, [anchor], unique_types))[anchor])
-            )
+            counts = {}
+            existing_unique: dict[int, bytes] = {}
+            if not created:
+                counts, held_values = await store.type_facts(session, [anchor], unique_types)
+                existing_unique = dict(held_values[anchor])
             for ident in new_strong:
                 rule = rules.rule(ident.type)
                 if rule.unique and ident.type in existing_unique:

@@ -362,6 +362,30 @@ async def values_of_types(
     return out
 
 
+async def type_facts(
+    session: Executor, customer_ids: Sequence[str], unique_types: Sequence[int]
+) -> tuple[dict[tuple[str, int], int], dict[str, set[tuple[int, bytes]]]]:
+    """:func:`type_counts` and :func:`values_of_types` of the same customers, in one
+    statement."""
+    counts: dict[tuple[str, int], int] = {}
+    values: dict[str, set[tuple[int, bytes]]] = {cid: set() for cid in customer_ids}
+    rows = await session.execute(
+        text(
+            "SELECT true AS counted, customer_id, type, count(*) AS n, NULL::bytea AS value_hash "
+            "FROM identifiers WHERE customer_id = ANY(:ids) GROUP BY customer_id, type "
+            "UNION ALL SELECT false, customer_id, type, 0, value_hash FROM identifiers "
+            "WHERE customer_id = ANY(:ids) AND type = ANY(CAST(:types AS smallint[]))"
+        ),
+        {"ids": list(customer_ids), "types": list(unique_types)},
+    )
+    for counted, cid, t, n, h in rows:
+        if counted:
+            counts[(cid, t)] = n
+        else:
+            values.setdefault(cid, set()).add((t, bytes(h)))
+    return counts, values
+
+
 async def delete_identifiers_of(session: Executor, customer_ids: Sequence[str]) -> None:
     await session.execute(
         text("DELETE FROM identifiers WHERE customer_id = ANY(:ids)"), {"ids": list(customer_ids)}
