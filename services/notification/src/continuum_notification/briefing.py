@@ -379,7 +379,8 @@ class Availability:
         products = products[:MAX_SIZE_PRODUCTS]
         known = [self._deps.cached_product(p) for p in products]
         # Nearby stock is asked for with the store's own counts rather than after them (one
-        # round trip less before the briefing is out); only the items low or out here keep it.
+        # round trip less before the briefing is out); only the items low, out or not carried
+        # here keep it.
         nearby_t = asyncio.ensure_future(self._nearby(skus))
         try:
             own, extra, sibling_lists = await self._counts(skus, products, known)
@@ -406,7 +407,9 @@ class Availability:
             except PartFailed as failed:
                 self._note(failed)
         else:
-            nearby_t.cancel()
+            # Nothing is low here, so the answer is not needed; the call is let finish all
+            # the same (it ran alongside the counts; cancelling it would cost inventory the
+            # database connection it was reading on).
             await asyncio.gather(nearby_t, return_exceptions=True)
         counts = {**extra, **own}
         by_product: dict[tuple[str, str], list[tuple[str, str]]] = {}
