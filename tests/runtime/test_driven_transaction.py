@@ -69,3 +69,19 @@ def test_named_parameters_become_positional_once_each() -> None:
         sql
         == "SELECT CAST($1 AS int), CAST($2 AS text), $1, '{}'::jsonb, x\\:y FROM t WHERE c = $3"
     )
+
+
+async def test_pooled_statements_commit_each_statement_and_report_errors_as_a_session_does(
+    database: Database,
+) -> None:
+    table = await _table(database)
+    insert = text(f"INSERT INTO {table} (k, v) VALUES (:k, :v) RETURNING v")
+    assert (await database.statements.execute(insert, {"k": "a", "v": 7})).scalar_one() == 7
+    assert await _rows(database, table) == [("a", 7)]  # committed on its own
+    with pytest.raises(sa_exc.DBAPIError) as failed:
+        await database.statements.execute(insert, {"k": "a", "v": 8})
+    assert "duplicate key" in str(failed.value.orig)
+    found = await database.statements.execute(
+        text(f"SELECT k, v FROM {table} WHERE k = :k"), {"k": "a"}
+    )
+    assert [(r.k, r.v) for r in found] == [("a", 7)]

@@ -150,6 +150,25 @@ class DriverSession:
         return Rows(rows)
 
 
+class PooledStatements:
+    """Single text() statements, each one its own transaction, on the driver-level read
+    pool (:meth:`Database.fetch`): an :class:`Executor` for hot paths whose reads are one
+    statement each and whose write is one statement (atomic on its own). A PostgreSQL
+    error comes out as SQLAlchemy's DBAPIError, as through a session."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def execute(self, statement: TextClause, params: Mapping[str, Any] | None = None) -> Rows:
+        sql, names = positional(statement.text)
+        values = params or {}
+        try:
+            rows = await self._db.fetch(sql.split(None, 1)[0], sql, *(values[n] for n in names))
+        except asyncpg.PostgresError as exc:
+            raise sa_exc.DBAPIError(statement.text, dict(values), exc) from exc
+        return Rows(rows)
+
+
 class ReadPool:
     """The driver connections behind :meth:`Database.fetch`: one autocommit statement per
     checkout, so a connection goes back as it is (no RESET round trip) and checkout is a
@@ -227,6 +246,8 @@ class Database:
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._settings = cfg
         self._read_pool = ReadPool(self._read_connection, cfg.read_pool_size)
+        # Single statements on that pool, for store functions written against Executor.
+        self.statements = PooledStatements(self)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:

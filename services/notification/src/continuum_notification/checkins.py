@@ -199,8 +199,7 @@ class CheckIns:
             return await idempotency.remember(session, "CheckIn", request, answer)
 
     async def _earlier(self, request: pb.CheckInRequest) -> pb.CheckInResponse | None:
-        async with self.db.reader() as conn:
-            stored = await store.request_log_answer(conn, "CheckIn", request.request_id)
+        stored = await store.request_log_answer(self.db.statements, "CheckIn", request.request_id)
         if stored is None:
             return None
         return idempotency.replay(
@@ -275,10 +274,9 @@ class CheckIns:
         budget = seconds(settings.briefing_budget) or 0.25
 
         async def visits() -> res.VisitSummary:
-            async with self.db.reader() as conn:
-                return await store.visits(
-                    conn, customer_id, request.store_id, at, check_in.check_in_id
-                )
+            return await store.visits(
+                self.db.statements, customer_id, request.store_id, at, check_in.check_in_id
+            )
 
         try:
             out = await assemble(
@@ -344,27 +342,24 @@ class CheckIns:
         item.publish_time.CopyFrom(briefing.create_time)
         # One statement writes the check-in, the briefing, the consent seen, both events,
         # the feed item and the answer for replays (atomic on its own: no BEGIN/COMMIT).
-        async with self.db.reader() as conn:
-            seq = await store.record_briefing(
-                conn,
-                check_in=check_in,
-                request_id=request.request_id,
-                briefing=briefing,
-                consent=out.consent,
-                events=[
-                    outbox_row(*checked_in_event(check_in)),
-                    outbox_row(
-                        "notification.briefing_ready", customer_id, briefing_ready(briefing)
-                    ),
-                ],
-                feed_item=item,
-                request_log=(
-                    "CheckIn",
-                    request.request_id,
-                    idempotency.fingerprint(request),
-                    answer.SerializeToString(deterministic=True),
-                ),
-            )
+        seq = await store.record_briefing(
+            self.db.statements,
+            check_in=check_in,
+            request_id=request.request_id,
+            briefing=briefing,
+            consent=out.consent,
+            events=[
+                outbox_row(*checked_in_event(check_in)),
+                outbox_row("notification.briefing_ready", customer_id, briefing_ready(briefing)),
+            ],
+            feed_item=item,
+            request_log=(
+                "CheckIn",
+                request.request_id,
+                idempotency.fingerprint(request),
+                answer.SerializeToString(deterministic=True),
+            ),
+        )
         await self.publisher.publish_one(seq, briefing.store_id, item)
         return answer
 

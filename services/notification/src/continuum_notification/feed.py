@@ -135,8 +135,9 @@ class FeedPublisher:
         only takes rows older than ``STALE_S``."""
         try:
             await self._xadd(store_id, item.SerializeToString())
-            async with self._db.reader() as conn:
-                await conn.execute(text("DELETE FROM feed_pending WHERE seq = :s"), {"s": seq})
+            await self._db.statements.execute(
+                text("DELETE FROM feed_pending WHERE seq = :s"), {"s": seq}
+            )
         except Exception:
             raise_if_cancelling()
             log.warning("feed publish deferred", exc_info=True)

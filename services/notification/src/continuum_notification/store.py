@@ -12,6 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from continuum.notification.v1 import notification_resources_pb2 as res
+from continuum_runtime.db import Executor
 from continuum_runtime.paging import bad_page_token, decode_page_token, encode_page_token
 from continuum_runtime.telemetry import current_traceparent
 
@@ -138,7 +139,7 @@ async def delete_check_in(session: AsyncSession, check_in_id: str) -> None:
 
 
 async def visits(
-    conn: Conn, customer_id: str, store_id: str, before: datetime, exclude: str
+    conn: Executor, customer_id: str, store_id: str, before: datetime, exclude: str
 ) -> res.VisitSummary:
     """The customer's store visits in the 12 months before ``before`` (briefed or not,
     duplicates not counted), excluding the check-in ``exclude``."""
@@ -172,7 +173,7 @@ async def visits(
 
 
 async def request_log_answer(
-    conn: Conn, method: str, request_id: str
+    conn: Executor, method: str, request_id: str
 ) -> tuple[bytes, bytes] | None:
     """The stored (fingerprint, answer) of an earlier call with this request id."""
     row = (
@@ -188,7 +189,7 @@ async def request_log_answer(
 
 
 async def record_briefing(
-    conn: Conn,
+    conn: Executor,
     *,
     check_in: res.CheckIn,
     request_id: str,
