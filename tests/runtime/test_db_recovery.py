@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncpg
 import pytest
 from sqlalchemy import text
 
@@ -83,5 +84,24 @@ async def test_reads_beyond_the_read_pool_wait_their_turn_and_cancelled_reads_fr
         async with asyncio.timeout(10):
             again = await asyncio.gather(*(database.fetch("SELECT probe", sql, n) for n in (7, 8)))
         assert [rows[0][0] for rows in again] == [7, 8]
+    finally:
+        await database.dispose()
+
+
+async def test_a_cancelled_or_failed_read_keeps_its_connection(database_url: str) -> None:
+    # Opening a PostgreSQL backend costs far more than waiting for a cancellation: a read
+    # its caller gave up on, or one PostgreSQL refused, leaves the same backend in the pool.
+    database = Database(database_url, DatabaseSettings(read_pool_size=1))
+    try:
+        backend = "SELECT pg_backend_pid()"
+        first = (await database.fetch("SELECT probe", backend))[0][0]
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.05):
+                await database.fetch("SELECT probe", "SELECT 1 FROM pg_sleep(2)")
+        async with asyncio.timeout(5):  # the cancelled sleep does not hold the connection
+            assert (await database.fetch("SELECT probe", backend))[0][0] == first
+        with pytest.raises(asyncpg.DivisionByZeroError):
+            await database.fetch("SELECT probe", "SELECT 1 / 0")
+        assert (await database.fetch("SELECT probe", backend))[0][0] == first
     finally:
         await database.dispose()

@@ -177,9 +177,11 @@ class ReadPool:
     asyncpg's own pool costs about 45 µs of CPU more per read (a task for its acquire
     timeout, another for the shielded release, the reset bookkeeping), which on a
     cart read was 8% of the server's CPU. Here a wait for a connection is bounded
-    by the call's deadline instead, and a connection that saw any error is closed and
-    replaced on its next checkout, so a restart of PostgreSQL costs one call per
-    connection, as with SQLAlchemy's pool.
+    by the call's deadline instead. A connection that failed below PostgreSQL (a broken
+    socket, a dead server) is closed and replaced on its next checkout, so a restart of
+    PostgreSQL costs one call per connection, as with SQLAlchemy's pool; a cancelled
+    read or an error PostgreSQL reported keeps its connection (a new backend costs far
+    more than waiting for a cancellation to finish).
     """
 
     def __init__(self, connect: Callable[[], Awaitable[asyncpg.Connection]], size: int) -> None:
@@ -198,6 +200,13 @@ class ReadPool:
                 conn = await self._connect()
                 self._all.add(conn)
             rows: list[Any] = await conn.fetch(sql, *args)
+        except (asyncio.CancelledError, asyncpg.PostgresError):
+            # The connection is still good: asyncpg completes a cancelled statement's
+            # cancellation before the next one, and an error PostgreSQL reported (a
+            # statement timeout, a constraint) leaves the session usable. One the server
+            # closed (e.g. admin shutdown) is replaced at its next checkout.
+            self._slots.put_nowait(conn)
+            raise
         except BaseException:
             if conn is not None:
                 self._all.discard(conn)
