@@ -6,7 +6,7 @@ import asyncio
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any, Protocol
 
 import asyncpg
@@ -100,18 +100,24 @@ class Rows:
             raise sa_exc.MultipleResultsFound()
         return self._rows[0] if self._rows else None
 
-    def scalar(self) -> Any:
-        return self._rows[0][0] if self._rows else None
-
     def scalar_one(self) -> Any:
         return self.one()[0]
 
-    def scalar_one_or_none(self) -> Any:
-        row = self.one_or_none()
-        return None if row is None else row[0]
 
-    def scalars(self) -> list[Any]:
-        return [r[0] for r in self._rows]
+async def _fetch_text(
+    fetch: Callable[..., Awaitable[list[Any]]],
+    statement: TextClause,
+    params: Mapping[str, Any] | None,
+) -> Rows:
+    """A text() statement through ``fetch`` (sql, *args) with $n parameters; a PostgreSQL
+    error as SQLAlchemy's DBAPIError, as a session raises it."""
+    sql, names = positional(statement.text)
+    values = params or {}
+    try:
+        rows = await fetch(sql, *(values[n] for n in names))
+    except asyncpg.PostgresError as exc:
+        raise sa_exc.DBAPIError(statement.text, dict(values), exc) from exc
+    return Rows(rows)
 
 
 class Executor(Protocol):
@@ -140,14 +146,8 @@ class DriverSession:
             # (and only then commits it): that one goes through the session.
             self._begun = True
             return await self.session.execute(statement, params)
-        sql, names = positional(statement.text)
-        values = params or {}
-        try:
-            with db_span(_tracer, sql.split(None, 1)[0]):
-                rows = await self._driver.fetch(sql, *(values[n] for n in names))
-        except asyncpg.PostgresError as exc:
-            raise sa_exc.DBAPIError(statement.text, dict(values), exc) from exc
-        return Rows(rows)
+        with db_span(_tracer, statement.text.split(None, 1)[0]):
+            return await _fetch_text(self._driver.fetch, statement, params)
 
 
 class PooledStatements:
@@ -160,13 +160,8 @@ class PooledStatements:
         self._db = db
 
     async def execute(self, statement: TextClause, params: Mapping[str, Any] | None = None) -> Rows:
-        sql, names = positional(statement.text)
-        values = params or {}
-        try:
-            rows = await self._db.fetch(sql.split(None, 1)[0], sql, *(values[n] for n in names))
-        except asyncpg.PostgresError as exc:
-            raise sa_exc.DBAPIError(statement.text, dict(values), exc) from exc
-        return Rows(rows)
+        name = statement.text.split(None, 1)[0]
+        return await _fetch_text(partial(self._db.fetch, name), statement, params)
 
 
 class ReadPool:

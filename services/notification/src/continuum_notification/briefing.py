@@ -407,9 +407,7 @@ class Availability:
             except PartFailed as failed:
                 self._note(failed)
         else:
-            # Nothing is low here, so the answer is not needed; the call is let finish all
-            # the same (it ran alongside the counts; cancelling it would cost inventory the
-            # database connection it was reading on).
+            nearby_t.cancel()  # nothing is low here: the answer is not needed
             await asyncio.gather(nearby_t, return_exceptions=True)
         counts = {**extra, **own}
         by_product: dict[tuple[str, str], list[tuple[str, str]]] = {}
