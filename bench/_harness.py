@@ -176,6 +176,30 @@ class RunningService:
     redis_url: str
 
 
+# Services of one benchmark share a Redis namespace; the last of them to stop removes its
+# keys (event streams, feeds, caches), as its database is dropped. Left behind, every run's
+# streams stayed in the embedded Redis: its append-only file grew by tens of MB a run, and
+# the rewrites that followed forked the server in the middle of later runs.
+_namespace_users: dict[str, int] = {}
+
+
+async def _forget_namespace(redis_url: str, namespace: str) -> None:
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(redis_url)
+    try:
+        batch: list[Any] = []
+        async for key in client.scan_iter(match=f"{namespace}:*", count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                await client.unlink(*batch)
+                batch = []
+        if batch:
+            await client.unlink(*batch)
+    finally:
+        await client.aclose()
+
+
 @contextlib.asynccontextmanager
 async def service_process(
     service: str, *, namespace: str, env: dict[str, str] | None = None
@@ -205,6 +229,7 @@ async def service_process(
         **(env or {}),
     }
     target = f"127.0.0.1:{port}"
+    _namespace_users[namespace] = _namespace_users.get(namespace, 0) + 1
     try:
         async with (
             server_process(["-m", f"continuum_{service}", "serve"], port=port, env=settings),
@@ -221,6 +246,10 @@ async def service_process(
             )
     finally:
         await drop_database(database_url)
+        _namespace_users[namespace] -= 1
+        if not _namespace_users[namespace]:
+            del _namespace_users[namespace]
+            await _forget_namespace(urls.redis_url, namespace)
 
 
 ECHO_METHOD = "/continuum.bench.Floor/Echo"
