@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -14,16 +13,12 @@ import pytest
 from google.protobuf import timestamp_pb2
 from google.rpc import error_details_pb2
 
-from continuum.cart.v1 import cart_resources_pb2 as cart_res
-from continuum.cart.v1 import cart_service_pb2 as cart_pb
 from continuum.notification.v1 import notification_events_pb2 as ev
 from continuum.notification.v1 import notification_resources_pb2 as res
 from continuum.notification.v1 import notification_service_pb2 as pb
-from continuum_notification import store
 from continuum_runtime.client import error_detail, error_reason
 from continuum_runtime.events import unpack_payload
-from continuum_runtime.testing import eventually
-from tests.notification.conftest import STORE_1, STORE_2, WEB, Suite, loyalty, rid
+from tests.notification.conftest import STORE_1, STORE_2, Suite, loyalty, rid
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -74,22 +69,11 @@ def violations(err: grpc.aio.AioRpcError) -> dict[str, str]:
     return {v.field: v.reason for v in bad.field_violations} if bad else {}
 
 
-async def basket_hint(suite: Suite, customer_id: str) -> tuple[list[str], list[str]] | None:
-    """The SKUs of notification's basket hint for the customer (cart, wishlist)."""
-    async with suite.services["notification"].ctx.db.sessions() as session:
-        hint = await store.basket_hint(session, customer_id)
-    return None if hint is None else ([i[0] for i in hint.cart], [i[0] for i in hint.wishlist])
-
-
 async def test_associates_are_briefed_on_the_stream_with_cart_stock_and_what_is_missing(
     suite: Suite,
 ) -> None:
     cid = await suite.new_customer(
         "brief", cart=(("SHOE-39", 1), ("BAG-1", 1), ("BELT-1", 1)), wishlist=("SHOE-38",)
-    )
-    # Cart's events have reached notification: the briefing starts its lookups from them.
-    await eventually(
-        lambda: _is(basket_hint(suite, cid), (["SHOE-39", "BAG-1", "BELT-1"], ["SHOE-38"]))
     )
     associate = suite.associate("assoc-1", STORE_1)
     async with subscribed(suite.notification, associate) as feed:
@@ -147,54 +131,6 @@ async def test_associates_are_briefed_on_the_stream_with_cart_stock_and_what_is_
     mine = next(r for r in ready if r.briefing_id == briefing.briefing_id)
     assert sorted(mine.cart_skus) == ["BAG-1", "BELT-1", "SHOE-39"]
     assert sorted(mine.missing_parts) == ["complements", "next_best_actions"]
-
-
-async def _is(value: Any, expected: Any) -> bool:
-    return bool(await value == expected)
-
-
-async def test_a_stale_basket_hint_never_shows_in_the_briefing(suite: Suite) -> None:
-    cid = await suite.new_customer("stale", cart=(("BAG-1", 1),))
-    await eventually(lambda: _is(basket_hint(suite, cid), (["BAG-1"], [])))
-    # What notification heard last is wrong (an update it missed; a wishlist item removed
-    # since): the briefing holds what the cart service holds, with its own stock.
-    later = datetime.now(UTC) + timedelta(minutes=1)
-    async with suite.services["notification"].ctx.db.transaction() as session:
-        await store.hint_cart(session, cid, [("SHOE-40", "shoe", "black", "40", 0)], later)
-        await store.hint_wishlist_add(session, cid, ("SCARF-1", "scarf", "grey", "", 1))
-    assert await basket_hint(suite, cid) == (["SHOE-40"], ["SCARF-1"])
-
-    associate = suite.associate("assoc-stale", STORE_1)
-    async with subscribed(suite.notification, associate) as feed:
-        await suite.check_in("stale")
-        briefing = (await feed.next(res.FEED_ITEM_KIND_BRIEFING)).briefing
-
-    assert [i.sku for i in briefing.cart.items] == ["BAG-1"]
-    bag = briefing.cart.items[0].availability
-    assert (bag.store_id, bag.available_count) == (STORE_1, 2)
-    assert list(briefing.wishlist_items) == []
-    assert {m.part for m in briefing.missing_parts} == {"complements", "next_best_actions"}
-
-
-async def test_the_basket_hint_follows_cart_and_wishlist_events(suite: Suite) -> None:
-    cid = await suite.new_customer("hinted", cart=(("SHOE-39", 2),), wishlist=("SCARF-1",))
-    await eventually(lambda: _is(basket_hint(suite, cid), (["SHOE-39"], ["SCARF-1"])))
-    owner = cart_res.Owner(customer_id=cid)
-    await suite.cart.AddItem(
-        cart_pb.AddItemRequest(request_id=rid(), owner=owner, sku="BAG-1", quantity=1, channel=WEB),
-        metadata=suite.metadata,
-    )
-    await suite.cart.AddWishlistItem(
-        cart_pb.AddWishlistItemRequest(
-            request_id=rid(), owner=owner, sku="SCARF-1", quantity=1, channel=WEB
-        ),
-        metadata=suite.metadata,
-    )
-    await eventually(lambda: _is(basket_hint(suite, cid), (["SHOE-39", "BAG-1"], ["SCARF-1"])))
-    # An update older than the one kept changes nothing.
-    async with suite.services["notification"].ctx.db.transaction() as session:
-        await store.hint_cart(session, cid, [], datetime(2020, 1, 1, tzinfo=UTC))
-    assert await basket_hint(suite, cid) == (["SHOE-39", "BAG-1"], ["SCARF-1"])
 
 
 async def test_repeated_check_ins_are_one_and_a_replay_changes_nothing(suite: Suite) -> None:

@@ -8,11 +8,6 @@ Order of work, all bounded by the budget's end:
    sizes of the same products), complements in stock here and the next best actions start
    together; nearby stock is asked for the items that are low or out here.
 
-   Step 2 usually starts earlier, with the items of the basket hint (what cart's events
-   last said the customer's cart and wishlist hold, notification's own table): its answers
-   are kept only when the cart service's answer holds exactly those items (SKU, product,
-   colour and size, in order), and otherwise step 2 runs again for the items it holds.
-
 Other sizes ("sizes") and nearby stores ("nearby_stock") are niceties: when they fail, the
 items keep their own counts here and those parts are listed as missing.
 
@@ -51,7 +46,6 @@ from continuum_notification.dependencies import (
     PartFailed,
     part,
 )
-from continuum_notification.store import BasketHint, HintItem
 
 _INV_STATUS = {
     inv_res.AVAILABILITY_STATUS_IN_STOCK: res.AVAILABILITY_STATUS_IN_STOCK,
@@ -76,7 +70,6 @@ MAX_ACTIONS = 3
 MAX_SIZE_PRODUCTS = 5
 
 VisitsReader = Callable[[], Awaitable[res.VisitSummary]]
-HintReader = Callable[[], Awaitable[BasketHint | None]]
 
 
 @dataclass
@@ -443,144 +436,6 @@ class Availability:
             item.availability.CopyFrom(avail)
 
 
-def _basket_key(
-    cart: Sequence[res.ItemSummary], wishlist: Sequence[res.ItemSummary]
-) -> tuple[tuple[tuple[str, str, str, str], ...], ...]:
-    """What the lookups depend on: each item's SKU, product, colour and size, in order."""
-    return (
-        tuple((i.sku, i.product_id, i.colour, i.size) for i in cart),
-        tuple((i.sku, i.product_id, i.colour, i.size) for i in wishlist),
-    )
-
-
-def hinted_items(hint: BasketHint) -> tuple[list[res.ItemSummary], list[res.ItemSummary]]:
-    """The hint's cart and wishlist as the items a briefing would hold (the wishlist newest
-    first and cut as :func:`wishlist_items` cuts it)."""
-
-    def item(h: HintItem) -> res.ItemSummary:
-        return res.ItemSummary(sku=h[0], product_id=h[1], colour=h[2], size=h[3])
-
-    wishlist = sorted(hint.wishlist, key=lambda h: h[4], reverse=True)[:MAX_WISHLIST]
-    return [item(h) for h in hint.cart], [item(h) for h in wishlist]
-
-
-class Lookups:
-    """What depends on the cart and wishlist items: their availability here (with other
-    sizes and nearby stock), the complements in stock here and the next best actions, all
-    started at once under the briefing's deadline."""
-
-    def __init__(
-        self,
-        deps: Dependencies,
-        *,
-        customer_id: str,
-        store_id: str,
-        check_in_id: str,
-        deadline: float,
-        cart: list[res.ItemSummary],
-        wishlist: list[res.ItemSummary],
-    ) -> None:
-        def left() -> float:
-            return deadline - time.monotonic()
-
-        self.key = _basket_key(cart, wishlist)
-        self.items = cart + wishlist
-        self.availability = Availability(deps, store_id, deadline)
-        self.avail_t = asyncio.ensure_future(self.availability.fill(self.items))
-        cart_skus = [i.sku for i in cart]
-        wish_skus = [i.sku for i in wishlist]
-        seeds = list(dict.fromkeys(cart_skus + wish_skus))[:50]
-        self.comp_t: asyncio.Future[Any] | None = None
-        if seeds:
-            self.comp_t = asyncio.ensure_future(
-                part(
-                    "complements",
-                    RECOMMENDATION,
-                    deps.recommendation.GetComplements(
-                        rec_pb.GetComplementsRequest(
-                            skus=seeds,
-                            customer_id=customer_id,
-                            context=rec_res.RecommendationContext(
-                                channel=channel_pb2.CHANNEL_STORE,
-                                store_id=store_id,
-                                placement="associate_briefing",
-                                availability_filter=rec_res.AVAILABILITY_FILTER_IN_STORE,
-                                exclude_skus=seeds,
-                            ),
-                            limit=MAX_COMPLEMENTS,
-                        ),
-                        timeout=left(),
-                    ),
-                    left(),
-                )
-            )
-        self.nba_t = asyncio.ensure_future(
-            part(
-                "next_best_actions",
-                RECOMMENDATION,
-                deps.recommendation.GetNextBestAction(
-                    rec_pb.GetNextBestActionRequest(
-                        customer_id=customer_id,
-                        store_id=store_id,
-                        channel=channel_pb2.CHANNEL_STORE,
-                        max_actions=MAX_ACTIONS,
-                        cart_skus=cart_skus[:100],
-                        wishlist_skus=wish_skus[:100],
-                        check_in_id=check_in_id,
-                    ),
-                    timeout=left(),
-                ),
-                left(),
-            )
-        )
-
-    def tasks(self) -> list[asyncio.Future[Any]]:
-        return [self.avail_t, self.nba_t, *([self.comp_t] if self.comp_t else [])]
-
-    def cancel(self) -> None:
-        for task in self.tasks():
-            task.cancel()
-
-    async def deliver(self, out: Assembly, items: Sequence[res.ItemSummary], store_id: str) -> None:
-        """Put the answers into ``out``; ``items`` (the briefing's own, in the order these
-        lookups were made for) get the availability."""
-        avail_r = (await asyncio.gather(self.avail_t, return_exceptions=True))[0]
-        if isinstance(avail_r, PartFailed):
-            out.missing.append(avail_r.missing)
-            for item in items:
-                item.availability.CopyFrom(
-                    res.StoreAvailability(store_id=store_id, status=res.AVAILABILITY_STATUS_UNKNOWN)
-                )
-        elif isinstance(avail_r, BaseException):
-            raise avail_r
-        else:
-            out.missing.extend(self.availability.missing)
-            for item, looked_up in zip(items, self.items, strict=True):
-                if item is not looked_up:
-                    item.availability.CopyFrom(looked_up.availability)
-        if self.comp_t is not None:
-            comp_r = (await asyncio.gather(self.comp_t, return_exceptions=True))[0]
-            if isinstance(comp_r, PartFailed):
-                out.missing.append(comp_r.missing)
-            elif isinstance(comp_r, BaseException):
-                raise comp_r
-            else:
-                out.complements = [recommended_item(i) for i in comp_r.items[:MAX_COMPLEMENTS]]
-                if comp_r.recommendation_id:
-                    out.recommendation_ids.append(comp_r.recommendation_id)
-        nba_r = (await asyncio.gather(self.nba_t, return_exceptions=True))[0]
-        if isinstance(nba_r, PartFailed):
-            out.missing.append(nba_r.missing)
-        elif isinstance(nba_r, BaseException):
-            raise nba_r
-        else:
-            out.actions = [
-                next_best_action(i, a) for i, a in enumerate(nba_r.actions[:MAX_ACTIONS])
-            ]
-            if nba_r.recommendation_id:
-                out.recommendation_ids.append(nba_r.recommendation_id)
-
-
 async def assemble(
     deps: Dependencies,
     *,
@@ -589,13 +444,8 @@ async def assemble(
     check_in_id: str,
     budget_s: float,
     visits: VisitsReader | None = None,
-    hint: HintReader | None = None,
-    ready: asyncio.Future[Any] | None = None,
 ) -> Assembly:
-    """Fan out to the five services under one budget; see the module docstring.
-
-    ``ready``, when given, is awaited (never cancelled) before anything past the first
-    reads starts: the caller's own check that this briefing is wanted at all."""
+    """Fan out to the five services under one budget; see the module docstring."""
     deadline = time.monotonic() + budget_s
 
     def left() -> float:
@@ -630,32 +480,10 @@ async def assemble(
         )
     )
     visits_t = asyncio.ensure_future(visits()) if visits is not None else None
-    hint_t = asyncio.ensure_future(hint()) if hint is not None else None
-    lookups: list[Lookups] = []
+    later: list[asyncio.Future[Any]] = []
     out = Assembly(consent=None)
 
-    def start(cart: list[res.ItemSummary], wishlist: list[res.ItemSummary]) -> Lookups:
-        started = Lookups(
-            deps,
-            customer_id=customer_id,
-            store_id=store_id,
-            check_in_id=check_in_id,
-            deadline=deadline,
-            cart=cart,
-            wishlist=wishlist,
-        )
-        lookups.append(started)
-        return started
-
     async def rest() -> None:
-        if ready is not None:
-            await asyncio.wait([ready])
-        early: Lookups | None = None
-        if hint_t is not None:
-            # The hint is a shortcut: when it cannot be read, the lookups wait for the cart.
-            hinted = (await asyncio.gather(hint_t, return_exceptions=True))[0]
-            if isinstance(hinted, BasketHint) and (hinted.cart or hinted.wishlist):
-                early = start(*hinted_items(hinted))
         cart_r, wish_r = await asyncio.gather(cart_t, wish_t, return_exceptions=True)
         if isinstance(cart_r, PartFailed):
             out.missing.append(cart_r.missing)
@@ -670,17 +498,92 @@ async def assemble(
         else:
             out.wishlist = wishlist_items(wish_r.wishlist)
         cart_items = list(out.cart.items) if out.cart is not None else []
-        if early is not None and early.key == _basket_key(cart_items, out.wishlist):
-            found = early  # the hint was right: those answers are this briefing's
+        cart_skus = [i.sku for i in cart_items]
+        wish_skus = [i.sku for i in out.wishlist]
+        seeds = list(dict.fromkeys(cart_skus + wish_skus))[:50]
+        availability = Availability(deps, store_id, deadline)
+        avail_t = asyncio.ensure_future(availability.fill(cart_items + out.wishlist))
+        later.append(avail_t)
+        comp_t: asyncio.Future[Any] | None = None
+        if seeds:
+            comp_t = asyncio.ensure_future(
+                part(
+                    "complements",
+                    RECOMMENDATION,
+                    deps.recommendation.GetComplements(
+                        rec_pb.GetComplementsRequest(
+                            skus=seeds,
+                            customer_id=customer_id,
+                            context=rec_res.RecommendationContext(
+                                channel=channel_pb2.CHANNEL_STORE,
+                                store_id=store_id,
+                                placement="associate_briefing",
+                                availability_filter=rec_res.AVAILABILITY_FILTER_IN_STORE,
+                                exclude_skus=seeds,
+                            ),
+                            limit=MAX_COMPLEMENTS,
+                        ),
+                        timeout=left(),
+                    ),
+                    left(),
+                )
+            )
+            later.append(comp_t)
+        nba_t = asyncio.ensure_future(
+            part(
+                "next_best_actions",
+                RECOMMENDATION,
+                deps.recommendation.GetNextBestAction(
+                    rec_pb.GetNextBestActionRequest(
+                        customer_id=customer_id,
+                        store_id=store_id,
+                        channel=channel_pb2.CHANNEL_STORE,
+                        max_actions=MAX_ACTIONS,
+                        cart_skus=cart_skus[:100],
+                        wishlist_skus=wish_skus[:100],
+                        check_in_id=check_in_id,
+                    ),
+                    timeout=left(),
+                ),
+                left(),
+            )
+        )
+        later.append(nba_t)
+        avail_r = await asyncio.gather(avail_t, return_exceptions=True)
+        if isinstance(avail_r[0], PartFailed):
+            out.missing.append(avail_r[0].missing)
+            for item in cart_items + out.wishlist:
+                item.availability.CopyFrom(
+                    res.StoreAvailability(store_id=store_id, status=res.AVAILABILITY_STATUS_UNKNOWN)
+                )
+        elif isinstance(avail_r[0], BaseException):
+            raise avail_r[0]
         else:
-            if early is not None:
-                early.cancel()
-            found = start(cart_items, out.wishlist)
-        await found.deliver(out, cart_items + out.wishlist, store_id)
+            out.missing.extend(availability.missing)
+        if comp_t is not None:
+            comp_r = (await asyncio.gather(comp_t, return_exceptions=True))[0]
+            if isinstance(comp_r, PartFailed):
+                out.missing.append(comp_r.missing)
+            elif isinstance(comp_r, BaseException):
+                raise comp_r
+            else:
+                out.complements = [recommended_item(i) for i in comp_r.items[:MAX_COMPLEMENTS]]
+                if comp_r.recommendation_id:
+                    out.recommendation_ids.append(comp_r.recommendation_id)
+        nba_r = (await asyncio.gather(nba_t, return_exceptions=True))[0]
+        if isinstance(nba_r, PartFailed):
+            out.missing.append(nba_r.missing)
+        elif isinstance(nba_r, BaseException):
+            raise nba_r
+        else:
+            out.actions = [
+                next_best_action(i, a) for i, a in enumerate(nba_r.actions[:MAX_ACTIONS])
+            ]
+            if nba_r.recommendation_id:
+                out.recommendation_ids.append(nba_r.recommendation_id)
 
     rest_t = asyncio.ensure_future(rest())
     everything: list[asyncio.Future[Any]] = [profile_t, cart_t, wish_t, rest_t]
-    everything += [t for t in (visits_t, hint_t) if t is not None]
     try:
         try:
             summary = (await profile_t).summary
@@ -696,12 +599,13 @@ async def assemble(
             out.customer.visits.CopyFrom(await visits_t)
         return out
     finally:
-        later = [task for found in lookups for task in found.tasks()]
-        for task in [*everything, *later]:
+        for task in [*everything, *later, *([visits_t] if visits_t else [])]:
             if not task.done():
                 task.cancel()
         # Retrieve exceptions of cancelled or failed helpers so none is reported unhandled.
         await asyncio.gather(*everything, *later, return_exceptions=True)
+        if visits_t is not None:
+            await asyncio.gather(visits_t, return_exceptions=True)
 
 
 def headline(briefing: res.Briefing) -> str:

@@ -246,49 +246,16 @@ class CheckIns:
             check_in.status = res.CHECK_IN_STATUS_UNKNOWN_CUSTOMER
             return await self._record(request, check_in, [checked_in_event(check_in)])
         check_in.briefing_id = str(uuid.uuid4())
-        budget = seconds(settings.briefing_budget) or 0.25
-
-        async def visits() -> res.VisitSummary:
-            return await store.visits(
-                self.db.statements, customer_id, request.store_id, at, check_in.check_in_id
-            )
-
-        async def hint() -> store.BasketHint | None:
-            return await store.basket_hint(self.db.statements, customer_id)
-
-        # The briefing's first reads (profile, cart, wishlist, visits, the basket hint) go
-        # out while the deduplication gate is asked; the rest waits for the gate, and a
-        # duplicate cancels it all (every part of a briefing is a read).
-        gate_t = asyncio.ensure_future(self._gate(check_in, request.request_id, window))
-        assembly_t = asyncio.ensure_future(
-            assemble(
-                self.deps,
-                customer_id=customer_id,
-                store_id=request.store_id,
-                check_in_id=check_in.check_in_id,
-                budget_s=budget,
-                visits=visits,
-                hint=hint,
-                ready=gate_t,
-            )
-        )
-        try:
-            gate = await gate_t
-            if gate is None:
-                async with self.db.transaction() as session:
-                    await store.lock_customer_store(session, customer_id, request.store_id)
-                    recent = await store.recent_check_in(
-                        session, customer_id, request.store_id, at - window
-                    )
-                if recent is not None:
-                    gate = ("", recent.check_in_id, recent.briefing_id)
-        except BaseException:
-            assembly_t.cancel()
-            await asyncio.gather(assembly_t, return_exceptions=True)
-            raise
+        gate = await self._gate(check_in, request.request_id, window)
+        if gate is None:
+            async with self.db.transaction() as session:
+                await store.lock_customer_store(session, customer_id, request.store_id)
+                recent = await store.recent_check_in(
+                    session, customer_id, request.store_id, at - window
+                )
+            if recent is not None:
+                gate = ("", recent.check_in_id, recent.briefing_id)
         if isinstance(gate, tuple):
-            assembly_t.cancel()
-            await asyncio.gather(assembly_t, return_exceptions=True)
             holder_request, holder_check_in, holder_briefing = gate
             if holder_request == request.request_id:
                 # The same request is being handled right now: its answer, once there.
@@ -304,8 +271,22 @@ class CheckIns:
             check_in.briefing_id = holder_briefing
             return await self._record(request, check_in, [])
 
+        budget = seconds(settings.briefing_budget) or 0.25
+
+        async def visits() -> res.VisitSummary:
+            return await store.visits(
+                self.db.statements, customer_id, request.store_id, at, check_in.check_in_id
+            )
+
         try:
-            out = await assembly_t
+            out = await assemble(
+                self.deps,
+                customer_id=customer_id,
+                store_id=request.store_id,
+                check_in_id=check_in.check_in_id,
+                budget_s=budget,
+                visits=visits,
+            )
             consent = out.consent
             if consent is None:
                 async with self.db.reader() as conn:

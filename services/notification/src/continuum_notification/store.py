@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -791,68 +790,3 @@ async def expiring_handoffs(
         )
     ).all()
     return [res.Handoff.FromString(bytes(r.body)) for r in rows]
-
-
-# --- basket hints -------------------------------------------------------------------------
-# What cart's events last said a customer's cart and wishlist hold: per item [sku, product
-# id, colour, size] (the wishlist's items also their add time in nanoseconds). A briefing
-# uses it only to start its lookups early and keeps their answers only when the cart
-# service's own answer holds exactly these items, so a hint that is stale or lost costs
-# time, never a wrong briefing.
-
-HintItem = tuple[str, str, str, str, int]
-
-
-@dataclass(frozen=True)
-class BasketHint:
-    cart: list[HintItem]
-    wishlist: list[HintItem]
-
-
-def _hint_items(raw: str | None) -> list[HintItem]:
-    out: list[HintItem] = []
-    for entry in json.loads(raw) if raw else []:
-        sku, product, colour, size = (str(v) for v in entry[:4])
-        out.append((sku, product, colour, size, int(entry[4]) if len(entry) > 4 else 0))
-    return out
-
-
-async def basket_hint(conn: Executor, customer_id: str) -> BasketHint | None:
-    row = (
-        await conn.execute(
-            text("SELECT cart::text, wishlist::text FROM basket_hints WHERE customer_id = :c"),
-            {"c": customer_id},
-        )
-    ).one_or_none()
-    if row is None:
-        return None
-    return BasketHint(cart=_hint_items(row[0]), wishlist=_hint_items(row[1]))
-
-
-async def hint_cart(
-    session: AsyncSession, customer_id: str, items: Sequence[HintItem], at: datetime
-) -> None:
-    """The cart as of ``at`` (an older update arriving late changes nothing)."""
-    await session.execute(
-        text(
-            "INSERT INTO basket_hints (customer_id, cart, cart_time)"
-            " VALUES (:c, CAST(:items AS jsonb), :at) ON CONFLICT (customer_id) DO UPDATE"
-            " SET cart = excluded.cart, cart_time = excluded.cart_time"
-            " WHERE basket_hints.cart_time IS NULL OR basket_hints.cart_time <= excluded.cart_time"
-        ),
-        {"c": customer_id, "items": json.dumps([list(i[:4]) for i in items]), "at": at},
-    )
-
-
-async def hint_wishlist_add(session: AsyncSession, customer_id: str, item: HintItem) -> None:
-    """One more wishlisted item (kept once per SKU)."""
-    await session.execute(
-        text(
-            "INSERT INTO basket_hints (customer_id, wishlist) VALUES (:c, jsonb_build_array("
-            "CAST(:item AS jsonb))) ON CONFLICT (customer_id) DO UPDATE"
-            " SET wishlist = basket_hints.wishlist || jsonb_build_array(CAST(:item AS jsonb))"
-            " WHERE NOT jsonb_path_exists(basket_hints.wishlist, '$[*] ? (@[0] == $s)',"
-            " jsonb_build_object('s', CAST(:s AS text)))"
-        ),
-        {"c": customer_id, "item": json.dumps(list(item)), "s": item[0]},
-    )
