@@ -7,11 +7,13 @@ import grpc
 import pytest
 
 from continuum.common.v1 import channel_pb2
+from continuum.identity.v1 import identity_service_pb2 as id_pb
 from continuum.notification.v1 import notification_events_pb2 as ev
 from continuum.notification.v1 import notification_resources_pb2 as res
 from continuum.notification.v1 import notification_service_pb2 as pb
 from continuum_runtime.client import error_detail, error_reason
 from continuum_runtime.events import unpack_payload
+from continuum_runtime.testing import eventually
 from tests.notification.conftest import STORE_1, STORE_2, Suite, loyalty, rid
 from tests.notification.test_checkin import subscribed, violations
 
@@ -177,3 +179,60 @@ async def test_bad_handoffs_name_the_field(suite: Suite) -> None:
         )
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error_detail is not None
+
+
+async def test_a_forgotten_customer_is_erased_from_briefings_handoffs_and_the_feeds(
+    suite: Suite,
+) -> None:
+    gone = await suite.new_customer("erase", cart=(("BAG-1", 1),), wishlist=("SHOE-38",))
+    kept = await suite.new_customer("keep", cart=(("BAG-1", 1),))
+    associate = suite.associate("assoc-erase", STORE_2)
+    async with subscribed(suite.notification, associate, STORE_2) as feed:
+        await suite.check_in("erase", store_id=STORE_2)
+        erased_item = await feed.next(res.FEED_ITEM_KIND_BRIEFING)
+        await suite.check_in("keep", store_id=STORE_2)
+        kept_item = await feed.next(res.FEED_ITEM_KIND_BRIEFING)
+        handoff = (
+            await suite.notification.HandoffConversation(
+                handoff_request("erase", "conv-erase", preferred_store_id=STORE_2),
+                metadata=suite.metadata,
+            )
+        ).handoff
+        await feed.next(res.FEED_ITEM_KIND_HANDOFF)
+    assert erased_item.briefing.customer_id == gone
+    assert kept_item.briefing.customer_id == kept
+    assert handoff.customer_id == gone
+
+    await suite.identity.ForgetCustomer(
+        id_pb.ForgetCustomerRequest(request_id=rid(), customer_id=gone, actor="dpo"),
+        metadata=suite.metadata,
+    )
+
+    async def erased() -> bool:
+        left = await suite.rows(
+            "SELECT (SELECT count(*) FROM briefings WHERE customer_id = :c)"
+            " + (SELECT count(*) FROM check_ins WHERE customer_id = :c)"
+            " + (SELECT count(*) FROM handoffs WHERE customer_id = :c)"
+            " + (SELECT count(*) FROM wishlist_watch WHERE customer_id = :c)",
+            c=gone,
+        )
+        return bool(left[0][0] == 0)
+
+    await eventually(erased)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await suite.notification.GetBriefing(
+            pb.GetBriefingRequest(store_id=STORE_2, briefing_id=erased_item.briefing.briefing_id),
+            metadata=associate,
+        )
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    # A device reconnecting from just before those items replays the other customer's only.
+    ms, n = (int(part) for part in erased_item.cursor.split("-"))
+    before = f"{ms}-{n - 1}" if n else f"{ms - 1}-{2**63 - 1}"
+    replayed: list[res.FeedItem] = []
+    async with subscribed(suite.notification, associate, STORE_2, resume_after=before) as feed:
+        while (item := await feed.next()).kind != res.FEED_ITEM_KIND_CAUGHT_UP:
+            replayed.append(item)
+    assert [i.briefing.briefing_id for i in replayed if i.HasField("briefing")] == [
+        kept_item.briefing.briefing_id
+    ]
+    assert all(not i.HasField("handoff") for i in replayed)

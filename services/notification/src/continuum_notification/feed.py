@@ -260,6 +260,52 @@ class FeedHub:
         self._readers.clear()
 
 
+def _item_customer(item: res.FeedItem) -> str:
+    if item.HasField("briefing"):
+        return item.briefing.customer_id
+    if item.HasField("handoff"):
+        return item.handoff.customer_id
+    return ""
+
+
+async def erase_customers(
+    redis: aioredis.Redis,
+    namespace: str,
+    store_ids: Sequence[str],
+    customer_ids: Sequence[str],
+    batch: int = 500,
+) -> int:
+    """Delete the entries of these stores' feeds that carry these customers' briefings or
+    handoffs (a forgotten customer's name and cart must not stay readable on a stream);
+    returns how many went."""
+    wanted = set(customer_ids)
+    erased = 0
+    for store_id in store_ids:
+        key = feed_key(namespace, store_id)
+        after = "-"
+        while True:
+            entries: Any = await redis.xrange(key, min=after, count=batch)
+            if not entries:
+                break
+            doomed = []
+            for entry_id, fields in entries:
+                body = dict(fields).get(b"item")
+                if body is not None and _item_customer(res.FeedItem.FromString(body)) in wanted:
+                    doomed.append(entry_id)
+            if doomed:
+                erased += int(await redis.xdel(key, *doomed))
+            if len(entries) < batch:
+                break
+            after = f"({_id(entries[-1][0])}"
+    return erased
+
+
+def pending_of(bodies: Sequence[tuple[int, bytes]], customer_ids: Sequence[str]) -> list[int]:
+    """The queued feed items (seq, body) that carry these customers' briefings or handoffs."""
+    wanted = set(customer_ids)
+    return [seq for seq, body in bodies if _item_customer(res.FeedItem.FromString(body)) in wanted]
+
+
 def check_cursor_age(cursor: str, retention_s: float) -> None:
     """FAILED_PRECONDITION (FEED_CURSOR_EXPIRED) for a cursor older than the retention."""
     ms, _ = parse_cursor(cursor)

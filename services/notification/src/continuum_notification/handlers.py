@@ -5,6 +5,9 @@ consumer's transaction, once per event:
 - cart.order_placed: suppress the customer's scheduled reminders (PURCHASED);
 - cart.wishlist_item_added: remember who wishlisted the SKU (back-in-stock alerts);
 - inventory.back_in_stock: alerts for those customers, no more than units available;
+- identity.customer_forgotten: erase what notification holds about the customer and its
+  aliases (check-ins, briefings, handoffs, messages, preferences, caches) and the
+  entries of the stores' feeds that carry their briefings or handoffs;
 - profile.consent_changed: keep the recognition-consent cache (used only while profile is
   unreachable) in step with changes, for customers notification has checked before.
 """
@@ -18,10 +21,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from continuum.cart.v1 import cart_events_pb2 as cart_ev
 from continuum.common.v1 import channel_pb2, event_pb2
+from continuum.identity.v1 import identity_events_pb2 as id_ev
 from continuum.inventory.v1 import inventory_events_pb2 as inv_ev
 from continuum.profile.v1 import profile_events_pb2 as prof_ev
 from continuum.profile.v1 import profile_resources_pb2 as prof_res
-from continuum_notification import store
+from continuum_notification import feed, store
 from continuum_notification.messages import Messages
 from continuum_runtime.config import EventSettings
 from continuum_runtime.db import Database
@@ -45,6 +49,21 @@ async def on_consent_changed(
             )
 
 
+def customer_forgotten(redis: aioredis.Redis, namespace: str) -> Any:
+    async def handle(session: AsyncSession, envelope: event_pb2.EventEnvelope, event: Any) -> None:
+        assert isinstance(event, id_ev.CustomerForgottenEvent)
+        ids = [event.customer_id, *event.alias_customer_ids]
+        stores = await store.forget_customers(session, ids)
+        queued = feed.pending_of(await store.pending_feed(session, stores), ids)
+        if queued:
+            await store.drop_pending_feed(session, queued)
+        # Redis first, the database's commit after: should the commit fail, the event is
+        # handled again and both erasures are repeated (each is idempotent).
+        await feed.erase_customers(redis, namespace, stores, ids)
+
+    return handle
+
+
 def notification_consumer(
     db: Database,
     redis: aioredis.Redis,
@@ -57,7 +76,7 @@ def notification_consumer(
         redis=redis,
         namespace=namespace,
         group=GROUP,
-        producers=["cart", "inventory", "profile"],
+        producers=["cart", "identity", "inventory", "profile"],
         handlers={
             "cart.cart_abandoned": HandlerSpec(
                 cart_ev.CartAbandonedEvent, messages.on_cart_abandoned
@@ -70,6 +89,9 @@ def notification_consumer(
                 inv_ev.BackInStockEvent, messages.on_back_in_stock
             ),
             "profile.consent_changed": HandlerSpec(prof_ev.ConsentChangedEvent, on_consent_changed),
+            "identity.customer_forgotten": HandlerSpec(
+                id_ev.CustomerForgottenEvent, customer_forgotten(redis, namespace)
+            ),
         },
         settings=settings,
     )

@@ -667,8 +667,8 @@ async def insert_handoff(session: AsyncSession, handoff: res.Handoff) -> None:
     await session.execute(
         text(
             "INSERT INTO handoffs (handoff_id, conversation_id, status, route, store_id, queue_id,"
-            " assignee_id, created_at, expire_at, body) VALUES (:id, :conv, :st, :route, :s, :q,"
-            " :a, :at, :exp, :body)"
+            " assignee_id, created_at, expire_at, body, customer_id) VALUES (:id, :conv, :st,"
+            " :route, :s, :q, :a, :at, :exp, :body, :c)"
         ),
         _handoff_params(handoff),
     )
@@ -677,7 +677,7 @@ async def insert_handoff(session: AsyncSession, handoff: res.Handoff) -> None:
 async def update_handoff(session: AsyncSession, handoff: res.Handoff) -> None:
     await session.execute(
         text(
-            "UPDATE handoffs SET status = :st, assignee_id = :a, body = :body"
+            "UPDATE handoffs SET status = :st, assignee_id = :a, body = :body, customer_id = :c"
             " WHERE handoff_id = :id"
         ),
         _handoff_params(handoff),
@@ -696,6 +696,7 @@ def _handoff_params(h: res.Handoff) -> dict[str, Any]:
         "at": ts_dt(h.create_time),
         "exp": ts_dt(h.expire_time),
         "body": h.SerializeToString(),
+        "c": h.customer_id,
     }
 
 
@@ -790,3 +791,53 @@ async def expiring_handoffs(
         )
     ).all()
     return [res.Handoff.FromString(bytes(r.body)) for r in rows]
+
+
+# --- forgetting a customer ----------------------------------------------------------------
+
+
+async def forget_customers(session: AsyncSession, customer_ids: Sequence[str]) -> list[str]:
+    """Erase what notification holds about these customers: check-ins, briefings (and the
+    feedback on their actions), handoffs, messages, preferences, the consent cache and
+    the wishlist watch. Returns the stores whose feeds carried their
+    briefings or handoffs (their stream entries are erased by the caller)."""
+    ids = [c for c in dict.fromkeys(customer_ids) if c]
+    if not ids:
+        return []
+    params = {"ids": ids}
+    stores: set[str] = set()
+    rows = await session.execute(
+        text(
+            "WITH gone AS (DELETE FROM briefings WHERE customer_id = ANY(:ids)"
+            " RETURNING briefing_id, store_id), fb AS (DELETE FROM action_feedback"
+            " WHERE briefing_id IN (SELECT briefing_id FROM gone)) SELECT store_id FROM gone"
+        ),
+        params,
+    )
+    stores.update(r[0] for r in rows)
+    rows = await session.execute(
+        text("DELETE FROM handoffs WHERE customer_id = ANY(:ids) RETURNING store_id"), params
+    )
+    stores.update(r[0] for r in rows if r[0])
+    for table in (
+        "check_ins",
+        "messages",
+        "customer_preferences",
+        "consent_cache",
+        "wishlist_watch",
+    ):
+        await session.execute(text(f"DELETE FROM {table} WHERE customer_id = ANY(:ids)"), params)
+    return sorted(stores)
+
+
+async def pending_feed(session: AsyncSession, store_ids: Sequence[str]) -> list[tuple[int, bytes]]:
+    """Feed items of these stores still queued for their streams: (seq, body)."""
+    rows = await session.execute(
+        text("SELECT seq, body FROM feed_pending WHERE store_id = ANY(:s) FOR UPDATE"),
+        {"s": list(store_ids)},
+    )
+    return [(int(r[0]), bytes(r[1])) for r in rows]
+
+
+async def drop_pending_feed(session: AsyncSession, seqs: Sequence[int]) -> None:
+    await session.execute(text("DELETE FROM feed_pending WHERE seq = ANY(:s)"), {"s": list(seqs)})
