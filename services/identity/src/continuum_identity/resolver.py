@@ -559,10 +559,7 @@ class Resolver:
                     existing_unique[ident.type] = ident.value_hash
                 accepted.append(ident)
         if accepted:
-            rows = [
-                await store.insert_identifier(session, i, anchor, request.channel, at)
-                for i in accepted
-            ]
+            rows = await store.insert_identifiers(session, accepted, anchor, request.channel, at)
             for row in rows:
                 found[row.key] = row
             hub = _pick_anchor(strong, found, [anchor], rules, exclude={r.key for r in rows})

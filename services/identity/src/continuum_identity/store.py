@@ -303,6 +303,39 @@ async def insert_identifier(
     return _ident(row)
 
 
+async def insert_identifiers(
+    session: Executor,
+    items: Sequence[NormalizedIdentifier],
+    customer_id: str,
+    channel: int,
+    at: datetime,
+) -> list[IdentifierRow]:
+    """Several identifiers of one customer in one statement; their rows in the order given."""
+    if len(items) == 1:
+        return [await insert_identifier(session, items[0], customer_id, channel, at)]
+    rows = await session.execute(
+        text(
+            "INSERT INTO identifiers (type, value_hash, masked, device_id, customer_id,"
+            " origin_customer_id, first_seen_channel, first_seen_at, last_seen_at)"
+            " SELECT i.type, i.hash, i.masked, i.device, :cid, :cid, :channel, :at, :at"
+            " FROM unnest(CAST(:types AS int[]), CAST(:hashes AS bytea[]),"
+            " CAST(:masked AS text[]), CAST(:devices AS text[])) AS i(type, hash, masked, device)"
+            f" RETURNING {_IDENT_COLS}"
+        ),
+        {
+            "cid": customer_id,
+            "channel": channel,
+            "at": at,
+            "types": [int(i.type) for i in items],
+            "hashes": [i.value_hash for i in items],
+            "masked": [i.masked for i in items],
+            "devices": [i.raw_device_id for i in items],
+        },
+    )
+    by_key = {(r.type, bytes(r.value_hash)): r for r in (_ident(row) for row in rows)}
+    return [by_key[(int(i.type), bytes(i.value_hash))] for i in items]
+
+
 async def repoint_identifiers(
     session: Executor, identifier_ids: Sequence[int], customer_id: str
 ) -> None:
@@ -535,30 +568,34 @@ async def forget_customers(session: Executor, ids: Sequence[str], at: datetime) 
 async def insert_links(
     session: Executor, customer_id: str, links: Sequence[NewLink], at: datetime
 ) -> list[str]:
-    ids: list[str] = []
-    for link in links:
-        link_id = new_id("lnk")
-        ids.append(link_id)
-        await session.execute(
-            text(
-                "INSERT INTO links (id, customer_id, a_id, b_id, method, rule_id, channel, "
-                "actor, evidence, score, created_at) VALUES (:id, :cid, :a, :b, :method, "
-                ":rule, :channel, :actor, CAST(:evidence AS jsonb), :score, :at)"
-            ),
-            {
-                "id": link_id,
-                "cid": customer_id,
-                "a": link.a_id,
-                "b": link.b_id,
-                "method": link.method,
-                "rule": link.rule_id,
-                "channel": link.channel,
-                "actor": link.actor,
-                "evidence": json.dumps(list(link.evidence)),
-                "score": link.score,
-                "at": at,
-            },
-        )
+    """The links, in one statement; their ids in the order given."""
+    if not links:
+        return []
+    ids = [new_id("lnk") for _ in links]
+    await session.execute(
+        text(
+            "INSERT INTO links (id, customer_id, a_id, b_id, method, rule_id, channel, actor,"
+            " evidence, score, created_at) SELECT l.id, :cid, l.a, l.b, l.method, l.rule,"
+            " l.channel, l.actor, l.evidence, l.score, :at FROM unnest(CAST(:ids AS text[]),"
+            " CAST(:a AS bigint[]), CAST(:b AS bigint[]), CAST(:method AS int[]),"
+            " CAST(:rule AS text[]), CAST(:channel AS int[]), CAST(:actor AS text[]),"
+            " CAST(:evidence AS jsonb[]), CAST(:score AS float8[]))"
+            " AS l(id, a, b, method, rule, channel, actor, evidence, score)"
+        ),
+        {
+            "cid": customer_id,
+            "at": at,
+            "ids": ids,
+            "a": [link.a_id for link in links],
+            "b": [link.b_id for link in links],
+            "method": [int(link.method) for link in links],
+            "rule": [link.rule_id for link in links],
+            "channel": [int(link.channel) for link in links],
+            "actor": [link.actor for link in links],
+            "evidence": [json.dumps(list(link.evidence)) for link in links],
+            "score": [float(link.score) for link in links],
+        },
+    )
     return ids
 
 
