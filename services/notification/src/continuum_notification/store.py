@@ -799,8 +799,8 @@ async def expiring_handoffs(
 async def forget_customers(session: AsyncSession, customer_ids: Sequence[str]) -> list[str]:
     """Erase what notification holds about these customers: check-ins, briefings (and the
     feedback on their actions), handoffs, messages, preferences, the consent cache and
-    the wishlist watch. Returns the stores whose feeds carried their
-    briefings or handoffs (their stream entries are erased by the caller)."""
+    the wishlist watch. Returns the stores whose feeds carried their briefings or handoffs
+    (their stream entries are erased by the caller)."""
     ids = [c for c in dict.fromkeys(customer_ids) if c]
     if not ids:
         return []
