@@ -281,26 +281,7 @@ async def insert_identifier(
     channel: int,
     at: datetime,
 ) -> IdentifierRow:
-    row = (
-        await session.execute(
-            text(
-                "INSERT INTO identifiers (type, value_hash, masked, device_id, customer_id, "
-                "origin_customer_id, first_seen_channel, first_seen_at, last_seen_at) "
-                "VALUES (:type, :hash, :masked, :device, :cid, :cid, :channel, :at, :at) "
-                f"RETURNING {_IDENT_COLS}"
-            ),
-            {
-                "type": item.type,
-                "hash": item.value_hash,
-                "masked": item.masked,
-                "device": item.raw_device_id,
-                "cid": customer_id,
-                "channel": channel,
-                "at": at,
-            },
-        )
-    ).one()
-    return _ident(row)
+    return (await insert_identifiers(session, [item], customer_id, channel, at))[0]
 
 
 async def insert_identifiers(
@@ -310,9 +291,7 @@ async def insert_identifiers(
     channel: int,
     at: datetime,
 ) -> list[IdentifierRow]:
-    """Several identifiers of one customer in one statement; their rows in the order given."""
-    if len(items) == 1:
-        return [await insert_identifier(session, items[0], customer_id, channel, at)]
+    """Identifiers of one customer in one statement; their rows in the order given."""
     rows = await session.execute(
         text(
             "INSERT INTO identifiers (type, value_hash, masked, device_id, customer_id,"
@@ -332,8 +311,8 @@ async def insert_identifiers(
             "devices": [i.raw_device_id for i in items],
         },
     )
-    by_key = {(r.type, bytes(r.value_hash)): r for r in (_ident(row) for row in rows)}
-    return [by_key[(int(i.type), bytes(i.value_hash))] for i in items]
+    by_key = {r.key: r for r in map(_ident, rows)}
+    return [by_key[i.key] for i in items]
 
 
 async def repoint_identifiers(

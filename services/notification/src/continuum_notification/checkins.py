@@ -199,11 +199,10 @@ class CheckIns:
             return await idempotency.remember(session, "CheckIn", request, answer)
 
     async def _earlier(self, request: pb.CheckInRequest) -> pb.CheckInResponse | None:
-        stored = await store.request_log_answer(self.db.statements, "CheckIn", request.request_id)
-        if stored is None:
-            return None
-        return idempotency.replay(
-            request, request.request_id, stored[0], stored[1], pb.CheckInResponse
+        # A read alone: the request log's row is written in the same statement as the
+        # briefing, and a racing attempt is held off by the deduplication gate.
+        return await idempotency.begin(
+            self.db.statements, "CheckIn", request, pb.CheckInResponse, lock=False
         )
 
     async def check_in(self, request: pb.CheckInRequest) -> pb.CheckInResponse:

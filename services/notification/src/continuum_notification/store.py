@@ -172,22 +172,6 @@ async def visits(
     return out
 
 
-async def request_log_answer(
-    conn: Executor, method: str, request_id: str
-) -> tuple[bytes, bytes] | None:
-    """The stored (fingerprint, answer) of an earlier call with this request id."""
-    row = (
-        await conn.execute(
-            text(
-                "SELECT fingerprint, response FROM request_log"
-                " WHERE method = :m AND request_id = :r"
-            ),
-            {"m": method, "r": request_id},
-        )
-    ).one_or_none()
-    return (bytes(row.fingerprint), bytes(row.response)) if row else None
-
-
 async def record_briefing(
     conn: Executor,
     *,
