@@ -75,15 +75,17 @@ def build_server(
     register: Callable[..., None],
     background: Sequence[Callable[[], Awaitable[None]]] = (),
     unvalidated_stream_methods: Sequence[str] = (),
+    on_stop: Sequence[Callable[[], Awaitable[None]]] = (),
 ) -> ServiceServer:
-    """The service's server with database and Redis health checks and the outbox relay."""
+    """The service's server with database and Redis health checks and the outbox relay.
+    ``on_stop`` hooks run after the last call has finished, before the stores close."""
     spec = ServerSpec(
         service_names=service_names,
         register=register,
         health_checks={"postgres": ctx.db.ping, "redis": lambda: _ping_redis(ctx.redis)},
         background=[ctx.relay.run, *background],
         unvalidated_stream_methods=unvalidated_stream_methods,
-        on_stop=[ctx.close],
+        on_stop=[*on_stop, ctx.close],
     )
     return ServiceServer(ctx.settings, spec)
 

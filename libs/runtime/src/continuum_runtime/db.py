@@ -71,6 +71,9 @@ class Record:
     def __len__(self) -> int:
         return len(self._data)
 
+    def asdict(self) -> dict[str, Any]:
+        return dict(self._data.items())
+
 
 class Rows:
     """The rows of one statement sent on the driver, with the parts of SQLAlchemy's Result

@@ -12,7 +12,7 @@ the change, so a rolled-back change leaves no answer behind.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from google.protobuf.message import Message
@@ -100,6 +100,15 @@ async def begin(
     return replay(request, request_id, row.fingerprint, row.response, response_type)
 
 
+def reused(request_id: str) -> FailedPrecondition:
+    """The error of a request id used again for a different request."""
+    return FailedPrecondition(
+        "request_id was already used for a different request",
+        reason="REQUEST_ID_REUSED",
+        metadata={"request_id": request_id},
+    )
+
+
 def replay(
     request: Message,
     request_id: str,
@@ -112,11 +121,7 @@ def replay(
     For callers that read the request log themselves (e.g. in one query with other reads).
     """
     if bytes(stored_fingerprint) != fingerprint(request):
-        raise FailedPrecondition(
-            "request_id was already used for a different request",
-            reason="REQUEST_ID_REUSED",
-            metadata={"request_id": request_id},
-        )
+        raise reused(request_id)
     answer = response_type()
     answer.ParseFromString(bytes(stored_response))
     return answer
@@ -145,6 +150,66 @@ async def remember(
         },
     )
     return response
+
+
+async def begin_many(
+    session: Executor,
+    method: str,
+    requests: Sequence[Message],
+    response_type: type[M],
+) -> list[M | FailedPrecondition | None]:
+    """:func:`begin` for a batch of requests in one transaction, in two statements: the
+    advisory locks of every request id (taken in one order, so that two batches cannot
+    deadlock), then the stored answers. Per request: its earlier answer, the
+    REQUEST_ID_REUSED error (to return to that caller alone), or None (new)."""
+    ids = [str(getattr(r, "request_id")) for r in requests]  # noqa: B009
+    keys = sorted({f"{method}/{i}" for i in ids})
+    await session.execute(
+        text(
+            "SELECT pg_advisory_xact_lock(h) FROM (SELECT hashtextextended(k, 7) AS h "
+            "FROM unnest(CAST(:keys AS text[])) AS k ORDER BY 1) AS ordered"
+        ),
+        {"keys": keys},
+    )
+    rows = await session.execute(
+        text(
+            "SELECT request_id, fingerprint, response FROM request_log "
+            "WHERE method = :method AND request_id = ANY(CAST(:ids AS text[]))"
+        ),
+        {"method": method, "ids": sorted(set(ids))},
+    )
+    stored = {row.request_id: (row.fingerprint, row.response) for row in rows}
+    out: list[M | FailedPrecondition | None] = []
+    for request, request_id in zip(requests, ids, strict=True):
+        if request_id not in stored:
+            out.append(None)
+            continue
+        try:
+            out.append(replay(request, request_id, *stored[request_id], response_type))
+        except FailedPrecondition as error:
+            out.append(error)
+    return out
+
+
+async def remember_many(
+    session: Executor, method: str, answered: Sequence[tuple[Message, Message]]
+) -> None:
+    """:func:`remember` for (request, response) pairs of a batch, in one statement."""
+    if not answered:
+        return
+    await session.execute(
+        text(
+            "INSERT INTO request_log (method, request_id, fingerprint, response) "
+            "SELECT :method, * FROM unnest(CAST(:ids AS text[]), CAST(:fps AS bytea[]), "
+            "CAST(:answers AS bytea[])) ON CONFLICT DO NOTHING"
+        ),
+        {
+            "method": method,
+            "ids": [str(getattr(q, "request_id")) for q, _ in answered],  # noqa: B009
+            "fps": [fingerprint(q) for q, _ in answered],
+            "answers": [a.SerializeToString(deterministic=True) for _, a in answered],
+        },
+    )
 
 
 async def run_once(

@@ -22,12 +22,18 @@ def make_server(ctx: ServiceContext) -> ServiceServer:
     if settings.consume_orders:
         background.append(order_consumer(ctx.db, ctx.redis, settings).run)
 
-    def register(server: grpc.aio.Server) -> None:
-        inventory_service_pb2_grpc.add_InventoryServiceServicer_to_server(
-            InventoryServicer(ctx.db, settings), server
-        )
+    servicer = InventoryServicer(ctx.db, settings)
 
-    return build_server(ctx, service_names=[SERVICE_NAME], register=register, background=background)
+    def register(server: grpc.aio.Server) -> None:
+        inventory_service_pb2_grpc.add_InventoryServiceServicer_to_server(servicer, server)
+
+    return build_server(
+        ctx,
+        service_names=[SERVICE_NAME],
+        register=register,
+        background=background,
+        on_stop=[servicer.reservations.close],
+    )
 
 
 def run() -> None:

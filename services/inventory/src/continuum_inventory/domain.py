@@ -37,6 +37,29 @@ def pickup_available(atp: int, pickup_capable: bool, active: bool, buffer: int) 
     return max(0, atp - buffer) if pickup_capable and active else 0
 
 
+def reservable(
+    quantity: int,
+    *,
+    click_and_collect: bool,
+    atp: int,
+    item_state: int,
+    location_state: int,
+    location_type: int,
+    pickup_capable: bool,
+    pickup_buffer: int,
+) -> bool:
+    """Whether a reservation line of ``quantity`` can be held at a level now: a sellable
+    item at an active location (for click-and-collect, a pickup-capable store, keeping its
+    pickup buffer back) with that much available to promise."""
+    if item_state == ITEM_INACTIVE or location_state != LOCATION_ACTIVE:
+        return False
+    if click_and_collect:
+        if not (pickup_capable and location_type == STORE):
+            return False
+        atp -= pickup_buffer
+    return atp >= quantity
+
+
 def status_of(
     atp: int, low_threshold: int, stocked: bool = True
 ) -> res.AvailabilityStatus.ValueType:

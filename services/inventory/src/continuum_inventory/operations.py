@@ -13,7 +13,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -24,9 +25,11 @@ from continuum.inventory.v1 import inventory_events_pb2 as ev
 from continuum.inventory.v1 import inventory_resources_pb2 as res
 from continuum.inventory.v1 import inventory_service_pb2 as pb
 from continuum_inventory import domain, mapping, store
-from continuum_inventory.domain import SignalState
+from continuum_inventory.domain import SignalState, Threshold
 from continuum_inventory.store import Defaults, LedgerMeta, threshold_of
-from continuum_runtime.errors import Aborted, FailedPrecondition, NotFound
+from continuum_runtime import idempotency
+from continuum_runtime.db import DriverSession, Executor
+from continuum_runtime.errors import Aborted, DomainError, FailedPrecondition, NotFound
 from continuum_runtime.events import new_envelope
 
 PRODUCER = "inventory"
@@ -106,19 +109,15 @@ def _signal_state(row: Any) -> SignalState:
     )
 
 
-async def _signals(
-    session: AsyncSession,
+def _signal_events(
     row: Any,
     level: res.StockLevel,
-    defaults: Defaults,
+    rule: Threshold,
+    outcome: domain.SignalOutcome,
     outbox: Outbox,
     now: datetime,
 ) -> None:
-    """Evaluate a changed level's signals; publish what fires; store the new state."""
-    rule = threshold_of(row, defaults)
-    before = _signal_state(row)
-    outcome = domain.evaluate_signals(level.available_to_promise, before, rule, now, row.item_state)
-    level.low_stock = outcome.state.low_stock
+    """Publish the signals that fired for a changed level."""
     subject = stock_subject(row.sku, row.location_id)
     detect = mapping.ts(now)
     if outcome.fire_low:
@@ -149,7 +148,33 @@ async def _signals(
                 detect_time=detect,
             ),
         )
-    if outcome.state != before:
+
+
+def _evaluate(
+    row: Any, level: res.StockLevel, defaults: Defaults, now: datetime
+) -> tuple[Threshold, domain.SignalOutcome]:
+    """The rule in force and what a level's change does to its signals (``level`` shows
+    the new low_stock flag)."""
+    rule = threshold_of(row, defaults)
+    outcome = domain.evaluate_signals(
+        level.available_to_promise, _signal_state(row), rule, now, row.item_state
+    )
+    level.low_stock = outcome.state.low_stock
+    return rule, outcome
+
+
+async def _signals(
+    session: AsyncSession,
+    row: Any,
+    level: res.StockLevel,
+    defaults: Defaults,
+    outbox: Outbox,
+    now: datetime,
+) -> None:
+    """Evaluate a changed level's signals; publish what fires; store the new state."""
+    rule, outcome = _evaluate(row, level, defaults, now)
+    _signal_events(row, level, rule, outcome, outbox, now)
+    if outcome.state != _signal_state(row):
         await store.save_signals(session, row.sku, row.location_id, outcome.state)
 
 
@@ -163,12 +188,7 @@ def _changed_level(row: Any, defaults: Defaults) -> res.StockLevel:
     )
 
 
-async def after_change(
-    session: AsyncSession, row: Any, meta: LedgerMeta, defaults: Defaults, outbox: Outbox
-) -> tuple[res.StockLevel, res.LedgerEntry]:
-    """The level and ledger entry a change_level row describes; publishes stock_changed and
-    whatever signals fire."""
-    level = _changed_level(row, defaults)
+def _entry_message(row: Any, meta: LedgerMeta) -> res.LedgerEntry:
     entry = res.LedgerEntry(
         entry_id=str(row.entry_id),
         sequence=row.revision,
@@ -195,12 +215,15 @@ async def after_change(
         actor=meta.actor,
     )
     entry.create_time.FromDatetime(row.entry_time)
+    return entry
+
+
+def _stock_changed(row: Any, level: res.StockLevel, entry: res.LedgerEntry, outbox: Outbox) -> None:
     previous = domain.available_to_promise(
         row.on_hand - row.d_on_hand,
         row.reserved - row.d_reserved,
         row.safety_stock - row.d_safety_stock,
     )
-    await _signals(session, row, level, defaults, outbox, row.update_time)
     outbox.add(
         "inventory.stock_changed",
         stock_subject(row.sku, row.location_id),
@@ -212,6 +235,17 @@ async def after_change(
             previous_available_to_promise=previous,
         ),
     )
+
+
+async def after_change(
+    session: AsyncSession, row: Any, meta: LedgerMeta, defaults: Defaults, outbox: Outbox
+) -> tuple[res.StockLevel, res.LedgerEntry]:
+    """The level and ledger entry a change_level row describes; publishes stock_changed and
+    whatever signals fire."""
+    level = _changed_level(row, defaults)
+    entry = _entry_message(row, meta)
+    await _signals(session, row, level, defaults, outbox, row.update_time)
+    _stock_changed(row, level, entry, outbox)
     return level, entry
 
 
@@ -300,12 +334,6 @@ async def adjust(
 
 # --- reservations ------------------------------------------------------------------------
 
-_RESERVE_CONDITION = (
-    "i.state <> 2 AND l.state = 1 AND (:kind = 1 OR (l.pickup_capable AND l.type = 2)) "
-    "AND s.on_hand - s.reserved - s.safety_stock - "
-    "CASE WHEN :kind = 2 THEN COALESCE(l.pickup_buffer, :dbuf) ELSE 0 END >= :q"
-)
-
 
 @dataclass(frozen=True)
 class Line:
@@ -316,17 +344,11 @@ class Line:
     quantity: int
 
 
-async def _shortage(
-    session: AsyncSession,
-    kind: int,
-    lines: Sequence[Line],
-    done: set[int],
-    defaults: Defaults,
-) -> Exception:
-    """Why the reservation failed: NOT_FOUND for unknown keys, else every short line."""
-    diagnosis = await store.diagnose_lines(
-        session, [(line.sku, line.location_id) for line in lines], defaults.pickup_buffer
-    )
+def _shortage_of(
+    kind: int, lines: Sequence[Line], diagnosis: Sequence[Any], done: set[int]
+) -> DomainError:
+    """Why a reservation failed, from what each line's (sku, location) has now (the rows
+    of store.diagnose_lines): NOT_FOUND for unknown keys, else every short line."""
     unknown_skus = [line.sku for line, d in zip(lines, diagnosis, strict=True) if not d.item_exists]
     if unknown_skus:
         return item_not_found(list(dict.fromkeys(unknown_skus)))
@@ -377,13 +399,75 @@ async def _shortage(
     )
 
 
-async def reserve(
-    session: AsyncSession,
-    request: pb.ReserveStockRequest,
-    defaults: Defaults,
-    ttl_s: float,
-) -> res.Reservation:
-    reservation_id = str(uuid.uuid4())
+@dataclass(frozen=True)
+class ReserveCall:
+    """One ReserveStock call of a batch, with its hold time."""
+
+    request: pb.ReserveStockRequest
+    ttl_s: float
+
+
+@dataclass
+class _Held:
+    """A level a reservation batch has locked, as the batch changes it."""
+
+    row: dict[str, Any]  # store.lock_levels columns, before the batch
+    reserved: int
+    revision: int
+    signals: SignalState
+
+    @classmethod
+    def of(cls, row: dict[str, Any]) -> _Held:
+        return cls(row, row["reserved"], row["revision"], _signal_state(SimpleNamespace(**row)))
+
+    def atp(self) -> int:
+        return domain.available_to_promise(
+            self.row["on_hand"], self.reserved, self.row["safety_stock"]
+        )
+
+    def diagnosis(self) -> SimpleNamespace:
+        """What store.diagnose_lines would read for this level now."""
+        r = self.row
+        return SimpleNamespace(
+            item_exists=True,
+            item_state=r["item_state"],
+            loc_exists=True,
+            loc_state=r["loc_state"],
+            loc_type=r["loc_type"],
+            pickup_capable=r["pickup_capable"],
+            pickup_buffer=r["pickup_buffer"],
+            stocked=True,
+            on_hand=r["on_hand"],
+            reserved=self.reserved,
+            safety_stock=r["safety_stock"],
+        )
+
+
+@dataclass
+class _Change:
+    """One reservation line applied to a level: the change_level-shaped row (entry_id
+    filled in once written), its level message and what its signals did."""
+
+    row: SimpleNamespace
+    level: res.StockLevel
+    rule: Threshold
+    outcome: domain.SignalOutcome
+
+
+@dataclass
+class _Reserved:
+    call: ReserveCall
+    reservation: res.Reservation
+    meta: LedgerMeta
+    new: store.NewReservation
+    changes: list[_Change]
+
+
+async def _plan_lines(
+    session: Executor, request: pb.ReserveStockRequest
+) -> tuple[list[Line], dict[int, int]]:
+    """The request's lines, a ship-from location chosen for those without one; and for
+    those, the most any single ship-from location has."""
     lines: list[Line] = []
     best: dict[int, int] = {}
     for index, wanted in enumerate(request.lines):
@@ -393,6 +477,66 @@ async def reserve(
             best[index] = most
             location_id = chosen or ""
         lines.append(Line(index, wanted.sku, location_id, wanted.location_id, wanted.quantity))
+    return lines, best
+
+
+async def _refusal(
+    session: Executor,
+    kind: int,
+    lines: Sequence[Line],
+    held: dict[tuple[str, str], _Held],
+    done: set[int],
+    best: dict[int, int],
+    default_buffer: int,
+) -> DomainError:
+    """The error of a reservation that cannot be held, from the batch's view of the levels
+    it holds and the database's view of the keys it does not (unknown or unstocked)."""
+    keys = [(line.sku, line.location_id) for line in lines]
+    missing = [k for k in keys if k not in held]
+    read: dict[tuple[str, str], Any] = {}
+    if missing:
+        found = await store.diagnose_lines(session, missing, default_buffer)
+        read = dict(zip(missing, found, strict=True))
+    diagnosis = [held[k].diagnosis() if k in held else read[k] for k in keys]
+    error = _shortage_of(kind, lines, diagnosis, done)
+    if isinstance(error, FailedPrecondition):
+        _fill_best(error, best)
+    return error
+
+
+def _try_reserve(
+    call: ReserveCall,
+    lines: Sequence[Line],
+    held: dict[tuple[str, str], _Held],
+    now: datetime,
+    defaults: Defaults,
+) -> _Reserved | set[int]:
+    """Hold every line of one reservation on the batch's levels, or none. Returns the
+    reservation (levels changed, signals evaluated in order), or else the indexes of the
+    lines that had been held before one could not be (those holds undone again)."""
+    request = call.request
+    click_and_collect = request.kind == CLICK_AND_COLLECT
+    taken: list[tuple[_Held, Line, int, int]] = []  # level, line, reserved, revision after
+    for line in sorted(lines, key=lambda x: (x.sku, x.location_id)):
+        level = held.get((line.sku, line.location_id)) if line.location_id else None
+        if level is None or not domain.reservable(
+            line.quantity,
+            click_and_collect=click_and_collect,
+            atp=level.atp(),
+            item_state=level.row["item_state"],
+            location_state=level.row["loc_state"],
+            location_type=level.row["loc_type"],
+            pickup_capable=level.row["pickup_capable"],
+            pickup_buffer=level.row["pickup_buffer"],
+        ):
+            for level_taken, line_taken, _, _ in reversed(taken):
+                level_taken.reserved -= line_taken.quantity
+                level_taken.revision -= 1
+            return {taken_line.index for _, taken_line, _, _ in taken}
+        level.reserved += line.quantity
+        level.revision += 1
+        taken.append((level, line, level.reserved, level.revision))
+    reservation_id = str(uuid.uuid4())
     meta = LedgerMeta(
         type=T.STOCK_CHANGE_TYPE_RESERVATION,
         reason="reservation",
@@ -401,56 +545,165 @@ async def reserve(
         reference=request.reference,
         actor=request.actor,
     )
-    outbox = Outbox()
-    done: set[int] = set()
-    rows: list[Any] = []
-    # The reservation row first: the level rows' locks are then held for as short a time
-    # as possible (a failure rolls the row back with everything else).
-    stored = await store.insert_reservation(
-        session,
-        {
-            "reservation_id": reservation_id,
-            "kind": request.kind,
-            "skus": [line.sku for line in lines],
-            "location_ids": [line.location_id for line in lines],
-            "quantities": [line.quantity for line in lines],
-            "reference": request.reference,
-            "customer_id": request.customer_id,
-            "request_id": request.request_id,
-            "ttl": ttl_s,
-        },
-    )
-    for line in sorted(lines, key=lambda x: (x.sku, x.location_id)):
-        row = None
-        if line.location_id:
-            row = await store.change_level(
-                session,
-                line.sku,
-                line.location_id,
-                reserved=line.quantity,
-                condition=_RESERVE_CONDITION,
-                params={"q": line.quantity, "kind": request.kind},
-                meta=meta,
-                default_buffer=defaults.pickup_buffer,
-            )
-        if row is None:
-            error = await _shortage(session, request.kind, lines, done, defaults)
-            if isinstance(error, FailedPrecondition):
-                _fill_best(error, best)
-            raise error
-        done.add(line.index)
-        rows.append(row)
-    for row in rows:
-        await after_change(session, row, meta, defaults, outbox)
-    reservation = mapping.reservation_message(stored)
-    outbox.add(
-        "inventory.reservation_created",
-        f"reservation:{reservation_id}",
-        ev.ReservationCreatedEvent(reservation=reservation),
+    changes: list[_Change] = []
+    for level, line, reserved, revision in taken:
+        row = SimpleNamespace(
+            **{
+                **level.row,
+                "reserved": reserved,
+                "revision": revision,
+                "low_stock": level.signals.low_stock,
+                "out_of_stock_since": level.signals.out_of_stock_since,
+                "low_fired_at": level.signals.low_fired_at,
+                "back_fired_at": level.signals.back_fired_at,
+                "signal_recheck_at": level.signals.recheck_at,
+                "update_time": now,
+                "entry_id": 0,  # known once written
+                "entry_time": now,
+                "d_on_hand": 0,
+                "d_reserved": line.quantity,
+                "d_safety_stock": 0,
+                "d_incoming": 0,
+            }
+        )
+        message = _changed_level(row, defaults)
+        rule, outcome = _evaluate(row, message, defaults, now)
+        level.signals = outcome.state
+        changes.append(_Change(row, message, rule, outcome))
+    new = store.NewReservation(
+        reservation_id=reservation_id,
+        kind=request.kind,
+        lines=[(line.sku, line.location_id, line.quantity) for line in lines],
+        reference=request.reference,
         customer_id=request.customer_id,
+        request_id=request.request_id,
+        expire_time=now + timedelta(seconds=call.ttl_s),
     )
-    await outbox.flush(session)
-    return reservation
+    reservation = mapping.reservation_message(
+        SimpleNamespace(
+            reservation_id=reservation_id,
+            kind=request.kind,
+            state=RS.RESERVATION_STATE_ACTIVE,
+            skus=[x[0] for x in new.lines],
+            location_ids=[x[1] for x in new.lines],
+            quantities=[x[2] for x in new.lines],
+            reference=request.reference,
+            customer_id=request.customer_id,
+            request_id=request.request_id,
+            release_reason="",
+            create_time=now,
+            expire_time=new.expire_time,
+            commit_time=None,
+            release_time=None,
+        )
+    )
+    return _Reserved(call, reservation, meta, new, changes)
+
+
+async def reserve_many(
+    session: DriverSession, calls: Sequence[ReserveCall], defaults: Defaults
+) -> list[pb.ReserveStockResponse | DomainError]:
+    """ReserveStock for a batch of calls in the caller's one transaction (group commit:
+    each level locked once for the whole batch, one write, one commit).
+
+    Every level the batch touches is locked first, in the writers' lock order; the calls
+    are then decided in arrival order against the batch's running counts, each all or
+    nothing (a reservation that cannot be held in full holds nothing, and the next call
+    is decided as if it had never come). A request id answered before, or earlier in this
+    batch, gets that answer again.
+    """
+    earlier = await idempotency.begin_many(
+        session, "ReserveStock", [c.request for c in calls], pb.ReserveStockResponse
+    )
+    outcomes: list[pb.ReserveStockResponse | DomainError | None] = list(earlier)
+    plans: dict[int, tuple[list[Line], dict[int, int]]] = {}
+    for n, call in enumerate(calls):
+        if outcomes[n] is None:
+            plans[n] = await _plan_lines(session, call.request)
+    pairs = sorted(
+        {(x.sku, x.location_id) for lines, _ in plans.values() for x in lines if x.location_id}
+    )
+    rows = await store.lock_levels(session, pairs, defaults.pickup_buffer) if pairs else []
+    held = {(r["sku"], r["location_id"]): _Held.of(r) for r in rows}
+    now = rows[0]["now"] if rows else datetime.now(UTC)
+    reserved: list[tuple[int, _Reserved]] = []
+    first_of: dict[str, int] = {}  # request id -> the call of this batch that holds it
+    duplicates: list[int] = []
+    for n, (lines, best) in plans.items():
+        request = calls[n].request
+        first = first_of.get(request.request_id)
+        if first is not None:
+            if idempotency.fingerprint(request) != idempotency.fingerprint(calls[first].request):
+                outcomes[n] = idempotency.reused(request.request_id)
+            else:
+                duplicates.append(n)
+            continue
+        attempt = _try_reserve(calls[n], lines, held, now, defaults)
+        if isinstance(attempt, _Reserved):
+            first_of[request.request_id] = n
+            reserved.append((n, attempt))
+        else:
+            outcomes[n] = await _refusal(
+                session, request.kind, lines, held, attempt, best, defaults.pickup_buffer
+            )
+    if reserved:
+        await _write(session, reserved, held, outcomes)
+    for n in duplicates:
+        outcomes[n] = outcomes[first_of[calls[n].request.request_id]]
+    answers: list[pb.ReserveStockResponse | DomainError] = []
+    for outcome in outcomes:
+        assert outcome is not None  # every call was replayed, refused or reserved
+        answers.append(outcome)
+    return answers
+
+
+async def _write(
+    session: DriverSession,
+    reserved: Sequence[tuple[int, _Reserved]],
+    held: dict[tuple[str, str], _Held],
+    outcomes: list[pb.ReserveStockResponse | DomainError | None],
+) -> None:
+    """Write a batch's reservations, ledger entries, levels, events and answers; fill in
+    each reserved call's answer."""
+    touched = {(c.row.sku, c.row.location_id) for _, r in reserved for c in r.changes}
+    writes = [
+        store.LevelWrite(k[0], k[1], held[k].reserved, held[k].revision, held[k].signals)
+        for k in sorted(touched)
+    ]
+    entries = [
+        store.ReserveEntry(
+            sku=c.row.sku,
+            location_id=c.row.location_id,
+            sequence=c.row.revision,
+            quantity=c.row.d_reserved,
+            on_hand=c.row.on_hand,
+            reserved=c.row.reserved,
+            safety_stock=c.row.safety_stock,
+            incoming=c.row.incoming,
+            meta=r.meta,
+        )
+        for _, r in reserved
+        for c in r.changes
+    ]
+    ids = await store.apply_reservations(session, writes, [r.new for _, r in reserved], entries)
+    outbox = Outbox()
+    answered: list[tuple[Message, Message]] = []
+    for n, r in reserved:
+        for c in r.changes:
+            c.row.entry_id = ids[(c.row.sku, c.row.location_id, c.row.revision)]
+            _signal_events(c.row, c.level, c.rule, c.outcome, outbox, c.row.update_time)
+            _stock_changed(c.row, c.level, _entry_message(c.row, r.meta), outbox)
+        outbox.add(
+            "inventory.reservation_created",
+            f"reservation:{r.new.reservation_id}",
+            ev.ReservationCreatedEvent(reservation=r.reservation),
+            customer_id=r.call.request.customer_id,
+        )
+        response = pb.ReserveStockResponse(reservation=r.reservation)
+        outcomes[n] = response
+        answered.append((r.call.request, response))
+    await outbox.flush(session.session)
+    await idempotency.remember_many(session, "ReserveStock", answered)
 
 
 def _fill_best(error: FailedPrecondition, best: dict[int, int]) -> None:

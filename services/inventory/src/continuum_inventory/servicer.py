@@ -2,13 +2,14 @@
 
 Protovalidate has already checked every request's shape (the runtime interceptor). Every
 mutation runs once per request_id (``idempotency.run_once``: a replay returns the first
-answer); reads use an autocommit connection (one statement, no transaction round trips)
+answer; ReserveStock calls that arrive together share one transaction, see
+``operations.reserve_many``); reads use an autocommit connection (one statement, no transaction round trips)
 where one statement answers them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -22,8 +23,9 @@ from continuum_inventory.domain import Threshold
 from continuum_inventory.settings import InventorySettings
 from continuum_inventory.store import Defaults
 from continuum_runtime import idempotency
+from continuum_runtime.batching import Batcher
 from continuum_runtime.db import Database
-from continuum_runtime.errors import NotFound
+from continuum_runtime.errors import DomainError, NotFound
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["InventoryService"].full_name
 M = TypeVar("M", bound=Message)
@@ -57,6 +59,13 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
         self.db = db
         self.settings = settings
         self.defaults = defaults_of(settings)
+        # Concurrent ReserveStock calls share transactions (see operations.reserve_many).
+        self.reservations: Batcher[operations.ReserveCall, pb.ReserveStockResponse] = Batcher(
+            self._reserve_batch,
+            name="ReserveStock",
+            workers=settings.reserve_workers,
+            max_batch=settings.reserve_batch,
+        )
 
     async def _once(
         self,
@@ -259,13 +268,13 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
     async def ReserveStock(
         self, request: pb.ReserveStockRequest, context: Any
     ) -> pb.ReserveStockResponse:
-        async def work(session: AsyncSession) -> pb.ReserveStockResponse:
-            reservation = await operations.reserve(
-                session, request, self.defaults, self._ttl_s(request)
-            )
-            return pb.ReserveStockResponse(reservation=reservation)
+        return await self.reservations.submit(operations.ReserveCall(request, self._ttl_s(request)))
 
-        return await self._once("ReserveStock", request, pb.ReserveStockResponse, work)
+    async def _reserve_batch(
+        self, calls: Sequence[operations.ReserveCall]
+    ) -> list[pb.ReserveStockResponse | DomainError]:
+        async with self.db.driven_transaction() as tx:
+            return await operations.reserve_many(tx, calls, self.defaults)
 
     async def CommitReservation(
         self, request: pb.CommitReservationRequest, context: Any

@@ -17,6 +17,10 @@ class InventorySettings(ServiceSettings):
     default_back_in_stock_quantity: int = 1
     # FindNearbyStock radius when the request gives none (km).
     default_nearby_km: float = 50.0
+    # ReserveStock calls that arrive together are decided in one transaction: at most this
+    # many per transaction, and this many transactions at once (group commit).
+    reserve_batch: int = 128
+    reserve_workers: int = 3
     # The expiry sweeper: how often it looks for expired reservations and how many it takes
     # per pass (every replica sweeps; rows are claimed with FOR UPDATE SKIP LOCKED).
     sweep_interval_s: float = 1.0

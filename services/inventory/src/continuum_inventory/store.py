@@ -22,7 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from continuum_inventory.domain import SignalState, Threshold
-from continuum_runtime.db import Database, Record, positional
+from continuum_runtime.db import Database, Executor, Record, positional
 from continuum_runtime.telemetry import db_span
 
 _tracer = trace.get_tracer(__name__)
@@ -610,9 +610,7 @@ async def reconcile(
 # --- reservations ------------------------------------------------------------------------
 
 
-async def choose_ship_from(
-    session: AsyncSession, sku: str, quantity: int
-) -> tuple[str | None, int]:
+async def choose_ship_from(session: Executor, sku: str, quantity: int) -> tuple[str | None, int]:
     """The active ship-from location with the most available (ties by id), if it covers
     ``quantity``; and the most any single one has."""
     row = (
@@ -632,7 +630,7 @@ async def choose_ship_from(
 
 
 async def diagnose_lines(
-    session: AsyncSession, lines: Sequence[tuple[str, str]], default_buffer: int
+    session: Executor, lines: Sequence[tuple[str, str]], default_buffer: int
 ) -> list[Any]:
     """For each (sku, location): what exists and what is available, in order."""
     rows = await session.execute(
@@ -649,6 +647,162 @@ async def diagnose_lines(
         {"skus": [x[0] for x in lines], "locs": [x[1] for x in lines], "dbuf": default_buffer},
     )
     return list(rows)
+
+
+_LOCK_LEVELS = """
+SELECT {cols}, i.state AS item_state, i.product_id, i.name AS item_name, l.type AS loc_type,
+  l.pickup_capable, l.state AS loc_state, COALESCE(l.pickup_buffer, :dbuf) AS pickup_buffer,
+  l.time_zone, th.*, now() AS now
+FROM stock_levels s JOIN items i ON i.sku = s.sku JOIN locations l ON l.location_id = s.location_id
+{lateral}
+WHERE (s.sku, s.location_id) IN
+  (SELECT * FROM unnest(CAST(:skus AS text[]), CAST(:locs AS text[])))
+ORDER BY s.sku COLLATE "C", s.location_id COLLATE "C"
+FOR UPDATE OF s
+"""
+
+
+async def lock_levels(
+    session: Executor, pairs: Sequence[tuple[str, str]], default_buffer: int
+) -> list[dict[str, Any]]:
+    """The existing levels of (sku, location) pairs, locked in the writers' lock order
+    (code point order, as Python sorts), each with its item, location and rule columns (as
+    :func:`change_level` returns them, before the change) and the transaction's ``now``."""
+    sql = _LOCK_LEVELS.format(
+        cols=", ".join(f"s.{c.strip()}" for c in LEVEL_COLS.split(",")),
+        lateral=_THRESHOLD_LATERAL.format(sku="s.sku", loc="s.location_id"),
+    )
+    rows = await session.execute(
+        text(sql),
+        {"skus": [p[0] for p in pairs], "locs": [p[1] for p in pairs], "dbuf": default_buffer},
+    )
+    return [row.asdict() for row in rows]
+
+
+@dataclass(frozen=True)
+class NewReservation:
+    reservation_id: str
+    kind: int
+    lines: Sequence[tuple[str, str, int]]  # sku, location_id, quantity
+    reference: str
+    customer_id: str
+    request_id: str
+    expire_time: datetime
+
+
+@dataclass(frozen=True)
+class LevelWrite:
+    """A level's counts and signal state after a batch (absolute: the row is locked)."""
+
+    sku: str
+    location_id: str
+    reserved: int
+    revision: int
+    signals: SignalState
+
+
+@dataclass(frozen=True)
+class ReserveEntry:
+    sku: str
+    location_id: str
+    sequence: int
+    quantity: int
+    on_hand: int
+    reserved: int
+    safety_stock: int
+    incoming: int
+    meta: LedgerMeta
+
+
+_APPLY_RESERVATIONS = """
+WITH lv AS (
+  UPDATE stock_levels s SET reserved = v.reserved, revision = v.revision, low_stock = v.low,
+    out_of_stock_since = v.oos, low_fired_at = v.lf, back_fired_at = v.bf,
+    signal_recheck_at = v.recheck, update_time = now()
+  FROM unnest(CAST(:l_sku AS text[]), CAST(:l_loc AS text[]), CAST(:l_reserved AS int[]),
+    CAST(:l_revision AS bigint[]), CAST(:l_low AS bool[]), CAST(:l_oos AS timestamptz[]),
+    CAST(:l_lf AS timestamptz[]), CAST(:l_bf AS timestamptz[]),
+    CAST(:l_recheck AS timestamptz[])) AS v(sku, loc, reserved, revision, low, oos, lf, bf, recheck)
+  WHERE s.sku = v.sku AND s.location_id = v.loc
+), lines AS (
+  SELECT owner, array_agg(sku ORDER BY m) AS skus, array_agg(loc ORDER BY m) AS locs,
+    array_agg(q ORDER BY m) AS qs
+  FROM unnest(CAST(:x_owner AS bigint[]), CAST(:x_sku AS text[]), CAST(:x_loc AS text[]),
+    CAST(:x_q AS int[])) WITH ORDINALITY AS x(owner, sku, loc, q, m)
+  GROUP BY owner
+), rsv AS (
+  INSERT INTO reservations (reservation_id, kind, skus, location_ids, quantities, reference,
+    customer_id, request_id, expire_time)
+  SELECT r.id, r.kind, lines.skus, lines.locs, lines.qs, r.ref, r.cust, r.rid, r.exp
+  FROM unnest(CAST(:r_id AS text[]), CAST(:r_kind AS smallint[]), CAST(:r_ref AS text[]),
+    CAST(:r_cust AS text[]), CAST(:r_rid AS text[]), CAST(:r_exp AS timestamptz[]))
+    WITH ORDINALITY AS r(id, kind, ref, cust, rid, exp, n)
+  JOIN lines ON lines.owner = r.n
+)
+INSERT INTO stock_ledger (sku, location_id, sequence, type, d_on_hand, d_reserved,
+  d_safety_stock, d_incoming, on_hand, reserved, safety_stock, incoming, reason, note,
+  request_id, reservation_id, reference, actor)
+SELECT e.sku, e.loc, e.seq, e.type, 0, e.q, 0, 0, e.on_hand, e.reserved, e.safety, e.incoming,
+  e.reason, '', e.rid, e.resid, e.ref, e.actor
+FROM unnest(CAST(:e_sku AS text[]), CAST(:e_loc AS text[]), CAST(:e_seq AS bigint[]),
+  CAST(:e_type AS smallint[]), CAST(:e_q AS int[]), CAST(:e_on_hand AS int[]),
+  CAST(:e_reserved AS int[]), CAST(:e_safety AS int[]), CAST(:e_incoming AS int[]),
+  CAST(:e_reason AS text[]), CAST(:e_rid AS text[]), CAST(:e_resid AS text[]),
+  CAST(:e_ref AS text[]), CAST(:e_actor AS text[]))
+  AS e(sku, loc, seq, type, q, on_hand, reserved, safety, incoming, reason, rid, resid, ref, actor)
+RETURNING entry_id, sku, location_id, sequence
+"""
+
+
+async def apply_reservations(
+    session: Executor,
+    levels: Sequence[LevelWrite],
+    reservations: Sequence[NewReservation],
+    entries: Sequence[ReserveEntry],
+) -> dict[tuple[str, str, int], int]:
+    """A reservation batch's writes in one statement: the levels' new counts and signal
+    state, the reservation rows, and the ledger entries. Returns each entry's id by
+    (sku, location_id, sequence)."""
+    lines = [(n, line) for n, r in enumerate(reservations, start=1) for line in r.lines]
+    rows = await session.execute(
+        text(_APPLY_RESERVATIONS),
+        {
+            "l_sku": [w.sku for w in levels],
+            "l_loc": [w.location_id for w in levels],
+            "l_reserved": [w.reserved for w in levels],
+            "l_revision": [w.revision for w in levels],
+            "l_low": [w.signals.low_stock for w in levels],
+            "l_oos": [w.signals.out_of_stock_since for w in levels],
+            "l_lf": [w.signals.low_fired_at for w in levels],
+            "l_bf": [w.signals.back_fired_at for w in levels],
+            "l_recheck": [w.signals.recheck_at for w in levels],
+            "x_owner": [n for n, _ in lines],
+            "x_sku": [line[0] for _, line in lines],
+            "x_loc": [line[1] for _, line in lines],
+            "x_q": [line[2] for _, line in lines],
+            "r_id": [r.reservation_id for r in reservations],
+            "r_kind": [r.kind for r in reservations],
+            "r_ref": [r.reference for r in reservations],
+            "r_cust": [r.customer_id for r in reservations],
+            "r_rid": [r.request_id for r in reservations],
+            "r_exp": [r.expire_time for r in reservations],
+            "e_sku": [e.sku for e in entries],
+            "e_loc": [e.location_id for e in entries],
+            "e_seq": [e.sequence for e in entries],
+            "e_type": [e.meta.type for e in entries],
+            "e_q": [e.quantity for e in entries],
+            "e_on_hand": [e.on_hand for e in entries],
+            "e_reserved": [e.reserved for e in entries],
+            "e_safety": [e.safety_stock for e in entries],
+            "e_incoming": [e.incoming for e in entries],
+            "e_reason": [e.meta.reason for e in entries],
+            "e_rid": [e.meta.request_id for e in entries],
+            "e_resid": [e.meta.reservation_id for e in entries],
+            "e_ref": [e.meta.reference for e in entries],
+            "e_actor": [e.meta.actor for e in entries],
+        },
+    )
+    return {(r.sku, r.location_id, r.sequence): r.entry_id for r in rows}
 
 
 async def insert_reservation(session: AsyncSession, values: dict[str, Any]) -> Any:
