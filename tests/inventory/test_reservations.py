@@ -306,6 +306,96 @@ async def test_concurrent_reservations_never_over_promise(inventory: Inventory) 
     assert (await inv.level("HOT", "store-1")).reserved == 5
 
 
+async def test_reservations_decided_together_each_get_their_own_answer(
+    inventory: Inventory,
+) -> None:
+    """Calls that arrive together share a transaction (group commit); each still gets the
+    answer it would get alone: retries of one request id one reservation, a request id
+    reused for another request REQUEST_ID_REUSED, a short or unknown line its own error,
+    and every hold its ledger entry and event."""
+    inv = inventory
+    await inv.item("A")
+    await inv.item("B")
+    await inv.location("store-1")
+    await inv.adjust("A", "store-1", 20)
+    await inv.adjust("B", "store-1", 3)
+
+    async def call(
+        lines: list[tuple[str, str, int]], request_id: str
+    ) -> res.Reservation | grpc.aio.AioRpcError:
+        try:
+            return await inv.reserve(lines, request_id=request_id)
+        except grpc.aio.AioRpcError as error:
+            return error
+
+    calls = []
+    for n in range(6):
+        calls.append(call([("A", "store-1", 1)], "retried"))  # one request, sent six times
+        calls.append(call([("A", "store-1", 2)] if n % 2 else [("A", "store-1", 3)], "reused"))
+        calls.append(call([("A", "store-1", 1), ("B", "store-1", 1)], f"pair-{n}"))
+    calls.append(call([("A", "store-1", 1), ("GHOST", "store-1", 1)], "ghost"))
+    outcomes = await asyncio.gather(*calls)
+
+    retried = outcomes[0:18:3]
+    assert all(isinstance(o, res.Reservation) for o in retried), retried
+    assert len({o.reservation_id for o in retried if isinstance(o, res.Reservation)}) == 1
+
+    # "reused": whichever request came first holds the id; the other request is refused.
+    reused = outcomes[1:18:3]
+    won = [o for o in reused if isinstance(o, res.Reservation)]
+    refused = [o for o in reused if isinstance(o, grpc.aio.AioRpcError)]
+    assert len(won) == 3 and len({o.reservation_id for o in won}) == 1
+    assert len(refused) == 3
+    assert {error_info(e).reason for e in refused} == {"REQUEST_ID_REUSED"}
+    reused_units = won[0].lines[0].quantity
+
+    # Only three B units: three pairs are held in full, three hold nothing.
+    pairs = outcomes[2:18:3]
+    held_pairs = [o for o in pairs if isinstance(o, res.Reservation)]
+    short_pairs = [o for o in pairs if isinstance(o, grpc.aio.AioRpcError)]
+    assert len(held_pairs) == 3 and len(short_pairs) == 3
+    for error in short_pairs:
+        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert [(s.sku, s.available_quantity) for s in failure_of(error).short_lines] == [("B", 0)]
+
+    ghost = outcomes[-1]
+    assert isinstance(ghost, grpc.aio.AioRpcError)
+    assert ghost.code() == grpc.StatusCode.NOT_FOUND
+
+    a = await inv.level("A", "store-1")
+    assert a.reserved == 1 + reused_units + 3
+    assert (await inv.level("B", "store-1")).reserved == 3
+    report = await inv.stub.ReconcileStock(pb.ReconcileStockRequest(), metadata=inv.metadata)
+    assert report.discrepancy_count == 0
+
+    # Every hold has its ledger entry (sequences without gaps) and its stock_changed event,
+    # which names that entry.
+    ledger = await inv.stub.ListLedgerEntries(
+        pb.ListLedgerEntriesRequest(
+            sku="A", location_id="store-1", types=[T.STOCK_CHANGE_TYPE_RESERVATION]
+        ),
+        metadata=inv.metadata,
+    )
+    entries = {e.entry_id: e for e in ledger.ledger_entries}
+    assert sorted(e.sequence for e in entries.values()) == list(range(2, 2 + 5))
+    assert sum(e.delta.reserved for e in entries.values()) == a.reserved
+
+    async def all_published() -> bool:
+        changed = await inv.events("inventory.stock_changed")
+        return len(changed) == 2 + 5 + 3  # two receipts, five holds of A, three of B
+
+    await eventually(all_published)
+    for envelope in await inv.events("inventory.stock_changed"):
+        event = ev.StockChangedEvent()
+        envelope.payload.Unpack(event)
+        if event.sku == "A" and event.ledger_entry.type == T.STOCK_CHANGE_TYPE_RESERVATION:
+            stored = entries[event.ledger_entry.entry_id]
+            assert stored.sequence == event.ledger_entry.sequence == event.stock_level.revision
+            assert stored.balance == event.ledger_entry.balance
+    created = await inv.events("inventory.reservation_created")
+    assert len(created) == 5
+
+
 async def test_reservation_events_carry_the_levels(inventory: Inventory) -> None:
     inv = inventory
     await inv.item("A")

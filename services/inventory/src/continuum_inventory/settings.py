@@ -20,7 +20,7 @@ class InventorySettings(ServiceSettings):
     # ReserveStock calls that arrive together are decided in one transaction: at most this
     # many per transaction, and this many transactions at once (group commit).
     reserve_batch: int = 128
-    reserve_workers: int = 3
+    reserve_workers: int = 1
     # The expiry sweeper: how often it looks for expired reservations and how many it takes
     # per pass (every replica sweeps; rows are claimed with FOR UPDATE SKIP LOCKED).
     sweep_interval_s: float = 1.0
