@@ -344,7 +344,8 @@ async def test_reservations_decided_together_each_get_their_own_answer(
     reused = outcomes[1:18:3]
     won = [o for o in reused if isinstance(o, res.Reservation)]
     refused = [o for o in reused if isinstance(o, grpc.aio.AioRpcError)]
-    assert len(won) == 3 and len({o.reservation_id for o in won}) == 1
+    assert len(won) == 3
+    assert len({o.reservation_id for o in won}) == 1
     assert len(refused) == 3
     assert {error_info(e).reason for e in refused} == {"REQUEST_ID_REUSED"}
     reused_units = won[0].lines[0].quantity
@@ -353,7 +354,8 @@ async def test_reservations_decided_together_each_get_their_own_answer(
     pairs = outcomes[2:18:3]
     held_pairs = [o for o in pairs if isinstance(o, res.Reservation)]
     short_pairs = [o for o in pairs if isinstance(o, grpc.aio.AioRpcError)]
-    assert len(held_pairs) == 3 and len(short_pairs) == 3
+    assert len(held_pairs) == 3
+    assert len(short_pairs) == 3
     for error in short_pairs:
         assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert [(s.sku, s.available_quantity) for s in failure_of(error).short_lines] == [("B", 0)]
