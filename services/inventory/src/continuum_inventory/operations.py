@@ -2,10 +2,11 @@
 signals they fire. Each function runs inside the caller's transaction; the events it
 publishes go to the outbox in that same transaction.
 
-Never over-promising: a reservation line is one conditional UPDATE of its level
-(``available >= quantity`` checked by PostgreSQL on the row it locks, re-checked after a
-concurrent writer commits), lines are taken in (sku, location_id) order, and any short
-line rolls the whole transaction back.
+Never over-promising: reservations are decided in batches (:func:`reserve_many`, group
+commit). A batch first locks every level it touches (FOR UPDATE, in (sku, location_id)
+order, like every other writer), so no other transaction can change those levels until it
+commits; it then decides its calls one after the other against its own running counts,
+each reservation all or nothing, and writes the outcome in the same transaction.
 """
 
 from __future__ import annotations

@@ -2,10 +2,13 @@
 
 Functions take the caller's session, so that one mutation is one transaction. Lock order,
 the same for every writer so that writers cannot deadlock: a reservation row (FOR UPDATE)
-first, then stock levels in (sku, location_id) order. A stock level changes only through
-:func:`change_level`: one statement that updates the level under a condition (for
-reservations: enough available to promise), appends the ledger entry with the level's new
-revision as its sequence, and returns the level with what its signals need.
+first, then stock levels in (sku, location_id) order (code point order: Python's sort and
+PostgreSQL's COLLATE "C"). A stock level changes through :func:`change_level`: one
+statement that updates the level under a condition, appends the ledger entry with the
+level's new revision as its sequence, and returns the level with what its signals need.
+Reservations are decided in batches instead: :func:`lock_levels` locks every level of a
+batch in that order, and :func:`apply_reservations` writes the batch's levels, ledger
+entries and reservation rows in one statement.
 """
 
 from __future__ import annotations
@@ -803,19 +806,6 @@ async def apply_reservations(
         },
     )
     return {(r.sku, r.location_id, r.sequence): r.entry_id for r in rows}
-
-
-async def insert_reservation(session: AsyncSession, values: dict[str, Any]) -> Any:
-    row = await fetch_one(
-        session,
-        "INSERT INTO reservations (reservation_id, kind, skus, location_ids, quantities, "
-        "reference, customer_id, request_id, expire_time) VALUES (:reservation_id, :kind, "
-        ":skus, :location_ids, :quantities, :reference, :customer_id, :request_id, "
-        f"now() + make_interval(secs => :ttl)) RETURNING {RESERVATION_COLS}",
-        values,
-    )
-    assert row is not None
-    return row
 
 
 async def insert_events(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
