@@ -71,7 +71,8 @@ class Record:
     def __len__(self) -> int:
         return len(self._data)
 
-    def asdict(self) -> dict[str, Any]:
+    def _asdict(self) -> dict[str, Any]:
+        """As SQLAlchemy's Row._asdict: the columns by name."""
         return dict(self._data.items())
 
 

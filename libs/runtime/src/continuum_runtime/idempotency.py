@@ -152,18 +152,10 @@ async def remember(
     return response
 
 
-async def begin_many(
-    session: Executor,
-    method: str,
-    requests: Sequence[Message],
-    response_type: type[M],
-) -> list[M | FailedPrecondition | None]:
-    """:func:`begin` for a batch of requests in one transaction, in two statements: the
-    advisory locks of every request id (taken in one order, so that two batches cannot
-    deadlock), then the stored answers. Per request: its earlier answer, the
-    REQUEST_ID_REUSED error (to return to that caller alone), or None (new)."""
-    ids = [str(getattr(r, "request_id")) for r in requests]  # noqa: B009
-    keys = sorted({f"{method}/{i}" for i in ids})
+async def lock_many(session: Executor, method: str, request_ids: Sequence[str]) -> None:
+    """:func:`begin`'s advisory locks for the request ids of a batch, in one statement and
+    in one order (two batches cannot deadlock on them)."""
+    keys = sorted({f"{method}/{i}" for i in request_ids})
     await session.execute(
         text(
             "SELECT pg_advisory_xact_lock(h) FROM (SELECT hashtextextended(k, 7) AS h "
@@ -171,6 +163,19 @@ async def begin_many(
         ),
         {"keys": keys},
     )
+
+
+async def earlier_many(
+    session: Executor,
+    method: str,
+    requests: Sequence[Message],
+    response_type: type[M],
+) -> list[M | FailedPrecondition | None]:
+    """:func:`begin`'s read for a batch of requests, in one statement. Per request: its
+    earlier answer, the REQUEST_ID_REUSED error (for that caller alone), or None (new).
+    What serialises calls with one request id is the caller's to say: :func:`lock_many`,
+    or locks that every call with that request id takes before this read."""
+    ids = [str(getattr(r, "request_id")) for r in requests]  # noqa: B009
     rows = await session.execute(
         text(
             "SELECT request_id, fingerprint, response FROM request_log "
@@ -191,25 +196,23 @@ async def begin_many(
     return out
 
 
-async def remember_many(
-    session: Executor, method: str, answered: Sequence[tuple[Message, Message]]
-) -> None:
-    """:func:`remember` for (request, response) pairs of a batch, in one statement."""
-    if not answered:
-        return
-    await session.execute(
-        text(
-            "INSERT INTO request_log (method, request_id, fingerprint, response) "
-            "SELECT :method, * FROM unnest(CAST(:ids AS text[]), CAST(:fps AS bytea[]), "
-            "CAST(:answers AS bytea[])) ON CONFLICT DO NOTHING"
-        ),
-        {
-            "method": method,
-            "ids": [str(getattr(q, "request_id")) for q, _ in answered],  # noqa: B009
-            "fps": [fingerprint(q) for q, _ in answered],
-            "answers": [a.SerializeToString(deterministic=True) for _, a in answered],
-        },
-    )
+# :func:`remember` for the (request, response) pairs of a batch, as one statement that a
+# store can also run as a CTE of its own write; its parameters come from remember_values.
+REMEMBER_MANY_SQL = (
+    "INSERT INTO request_log (method, request_id, fingerprint, response) "
+    "SELECT :log_method, * FROM unnest(CAST(:log_ids AS text[]), CAST(:log_fps AS bytea[]), "
+    "CAST(:log_answers AS bytea[])) ON CONFLICT DO NOTHING"
+)
+
+
+def remember_values(method: str, answered: Sequence[tuple[Message, Message]]) -> dict[str, Any]:
+    """The parameters of REMEMBER_MANY_SQL."""
+    return {
+        "log_method": method,
+        "log_ids": [str(getattr(q, "request_id")) for q, _ in answered],  # noqa: B009
+        "log_fps": [fingerprint(q) for q, _ in answered],
+        "log_answers": [a.SerializeToString(deterministic=True) for _, a in answered],
+    }
 
 
 async def run_once(

@@ -400,6 +400,9 @@ def _shortage_of(
     )
 
 
+METHOD = "ReserveStock"
+
+
 @dataclass(frozen=True)
 class ReserveCall:
     """One ReserveStock call of a batch, with its hold time."""
@@ -509,7 +512,7 @@ def _try_reserve(
     call: ReserveCall,
     lines: Sequence[Line],
     held: dict[tuple[str, str], _Held],
-    now: datetime,
+    locked: store.Locked | None,
     defaults: Defaults,
 ) -> _Reserved | set[int]:
     """Hold every line of one reservation on the batch's levels, or none. Returns the
@@ -537,6 +540,8 @@ def _try_reserve(
         level.reserved += line.quantity
         level.revision += 1
         taken.append((level, line, level.reserved, level.revision))
+    assert locked is not None  # a line was held, so its level was locked
+    now = locked.now
     reservation_id = str(uuid.uuid4())
     meta = LedgerMeta(
         type=T.STOCK_CHANGE_TYPE_RESERVATION,
@@ -559,7 +564,7 @@ def _try_reserve(
                 "back_fired_at": level.signals.back_fired_at,
                 "signal_recheck_at": level.signals.recheck_at,
                 "update_time": now,
-                "entry_id": 0,  # known once written
+                "entry_id": next(locked.entry_ids),
                 "entry_time": now,
                 "d_on_hand": 0,
                 "d_reserved": line.quantity,
@@ -611,35 +616,40 @@ async def reserve_many(
     are then decided in arrival order against the batch's running counts, each all or
     nothing (a reservation that cannot be held in full holds nothing, and the next call
     is decided as if it had never come). A request id answered before, or earlier in this
-    batch, gets that answer again.
+    batch, gets that answer again: the request log is read once the levels are locked, so
+    a retry of the same request (the same levels) in another transaction waits for this
+    one and then finds its answer. A request with a line without a location chooses that
+    location by reading, so for those the request id's own lock is taken first.
     """
-    earlier = await idempotency.begin_many(
-        session, "ReserveStock", [c.request for c in calls], pb.ReserveStockResponse
+    requests = [c.request for c in calls]
+    unlocated = [r.request_id for r in requests if any(not x.location_id for x in r.lines)]
+    if unlocated:
+        await idempotency.lock_many(session, METHOD, unlocated)
+    plans = [await _plan_lines(session, request) for request in requests]
+    pairs = sorted({(x.sku, x.location_id) for lines, _ in plans for x in lines if x.location_id})
+    locked = None
+    if pairs:
+        wanted_ids = sum(len(lines) for lines, _ in plans)
+        locked = await store.lock_levels(session, pairs, defaults.pickup_buffer, wanted_ids)
+    held = {(r["sku"], r["location_id"]): _Held.of(r) for r in locked.levels} if locked else {}
+    outcomes: list[pb.ReserveStockResponse | DomainError | None] = list(
+        await idempotency.earlier_many(session, METHOD, requests, pb.ReserveStockResponse)
     )
-    outcomes: list[pb.ReserveStockResponse | DomainError | None] = list(earlier)
-    plans: dict[int, tuple[list[Line], dict[int, int]]] = {}
-    for n, call in enumerate(calls):
-        if outcomes[n] is None:
-            plans[n] = await _plan_lines(session, call.request)
-    pairs = sorted(
-        {(x.sku, x.location_id) for lines, _ in plans.values() for x in lines if x.location_id}
-    )
-    rows = await store.lock_levels(session, pairs, defaults.pickup_buffer) if pairs else []
-    held = {(r["sku"], r["location_id"]): _Held.of(r) for r in rows}
-    now = rows[0]["now"] if rows else datetime.now(UTC)
     reserved: list[tuple[int, _Reserved]] = []
     first_of: dict[str, int] = {}  # request id -> the call of this batch that holds it
     duplicates: list[int] = []
-    for n, (lines, best) in plans.items():
-        request = calls[n].request
+    for n, (lines, best) in enumerate(plans):
+        if outcomes[n] is not None:
+            continue
+        request = requests[n]
         first = first_of.get(request.request_id)
         if first is not None:
-            if idempotency.fingerprint(request) != idempotency.fingerprint(calls[first].request):
+            if idempotency.fingerprint(request) != idempotency.fingerprint(requests[first]):
                 outcomes[n] = idempotency.reused(request.request_id)
             else:
                 duplicates.append(n)
             continue
-        attempt = _try_reserve(calls[n], lines, held, now, defaults)
+        attempt = _try_reserve(calls[n], lines, held, locked, defaults)
         if isinstance(attempt, _Reserved):
             first_of[request.request_id] = n
             reserved.append((n, attempt))
@@ -650,7 +660,7 @@ async def reserve_many(
     if reserved:
         await _write(session, reserved, held, outcomes)
     for n in duplicates:
-        outcomes[n] = outcomes[first_of[calls[n].request.request_id]]
+        outcomes[n] = outcomes[first_of[requests[n].request_id]]
     answers: list[pb.ReserveStockResponse | DomainError] = []
     for outcome in outcomes:
         assert outcome is not None  # every call was replayed, refused or reserved
@@ -664,36 +674,35 @@ async def _write(
     held: dict[tuple[str, str], _Held],
     outcomes: list[pb.ReserveStockResponse | DomainError | None],
 ) -> None:
-    """Write a batch's reservations, ledger entries, levels, events and answers; fill in
-    each reserved call's answer."""
+    """Write a batch's levels, reservations, ledger entries, events and answers in one
+    statement; fill in each reserved call's answer."""
     touched = {(c.row.sku, c.row.location_id) for _, r in reserved for c in r.changes}
     writes = [
         store.LevelWrite(k[0], k[1], held[k].reserved, held[k].revision, held[k].signals)
         for k in sorted(touched)
     ]
-    entries = [
-        store.ReserveEntry(
-            sku=c.row.sku,
-            location_id=c.row.location_id,
-            sequence=c.row.revision,
-            quantity=c.row.d_reserved,
-            on_hand=c.row.on_hand,
-            reserved=c.row.reserved,
-            safety_stock=c.row.safety_stock,
-            incoming=c.row.incoming,
-            meta=r.meta,
-        )
-        for _, r in reserved
-        for c in r.changes
-    ]
-    ids = await store.apply_reservations(session, writes, [r.new for _, r in reserved], entries)
+    entries: list[store.ReserveEntry] = []
     outbox = Outbox()
     answered: list[tuple[Message, Message]] = []
     for n, r in reserved:
         for c in r.changes:
-            c.row.entry_id = ids[(c.row.sku, c.row.location_id, c.row.revision)]
-            _signal_events(c.row, c.level, c.rule, c.outcome, outbox, c.row.update_time)
-            _stock_changed(c.row, c.level, _entry_message(c.row, r.meta), outbox)
+            row = c.row
+            entries.append(
+                store.ReserveEntry(
+                    entry_id=row.entry_id,
+                    sku=row.sku,
+                    location_id=row.location_id,
+                    sequence=row.revision,
+                    quantity=row.d_reserved,
+                    on_hand=row.on_hand,
+                    reserved=row.reserved,
+                    safety_stock=row.safety_stock,
+                    incoming=row.incoming,
+                    meta=r.meta,
+                )
+            )
+            _signal_events(row, c.level, c.rule, c.outcome, outbox, row.update_time)
+            _stock_changed(row, c.level, _entry_message(row, r.meta), outbox)
         outbox.add(
             "inventory.reservation_created",
             f"reservation:{r.new.reservation_id}",
@@ -703,8 +712,14 @@ async def _write(
         response = pb.ReserveStockResponse(reservation=r.reservation)
         outcomes[n] = response
         answered.append((r.call.request, response))
-    await outbox.flush(session.session)
-    await idempotency.remember_many(session, "ReserveStock", answered)
+    await store.apply_reservations(
+        session,
+        writes,
+        [r.new for _, r in reserved],
+        entries,
+        outbox.rows,
+        idempotency.remember_values(METHOD, answered),
+    )
 
 
 def _fill_best(error: FailedPrecondition, best: dict[int, int]) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -25,6 +25,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from continuum_inventory.domain import SignalState, Threshold
+from continuum_runtime import idempotency
 from continuum_runtime.db import Database, Executor, Record, positional
 from continuum_runtime.telemetry import db_span
 
@@ -72,12 +73,19 @@ async def driver_of(session: AsyncSession) -> Any:
     return raw.driver_connection
 
 
-async def fetch_one(session: AsyncSession, sql: str, values: dict[str, Any]) -> Record | None:
+async def fetch_all(
+    session: AsyncSession, sql: str, values: dict[str, Any], span: str = "inventory.write"
+) -> list[Record]:
     query, names = positional(sql)
     driver = await driver_of(session)
-    with db_span(_tracer, "inventory.write"):
-        row = await driver.fetchrow(query, *(values[n] for n in names))
-    return None if row is None else Record(row)
+    with db_span(_tracer, span):
+        rows = await driver.fetch(query, *(values[n] for n in names))
+    return [Record(row) for row in rows]
+
+
+async def fetch_one(session: AsyncSession, sql: str, values: dict[str, Any]) -> Record | None:
+    rows = await fetch_all(session, sql, values)
+    return rows[0] if rows else None
 
 
 def new_etag() -> str:
@@ -655,7 +663,9 @@ async def diagnose_lines(
 _LOCK_LEVELS = """
 SELECT {cols}, i.state AS item_state, i.product_id, i.name AS item_name, l.type AS loc_type,
   l.pickup_capable, l.state AS loc_state, COALESCE(l.pickup_buffer, :dbuf) AS pickup_buffer,
-  l.time_zone, th.*, now() AS now
+  l.time_zone, th.*, now() AS now,
+  (SELECT array_agg(nextval(pg_get_serial_sequence('stock_ledger', 'entry_id')))
+   FROM generate_series(1, :entry_ids)) AS entry_ids
 FROM stock_levels s JOIN items i ON i.sku = s.sku JOIN locations l ON l.location_id = s.location_id
 {lateral}
 WHERE (s.sku, s.location_id) IN
@@ -665,21 +675,40 @@ FOR UPDATE OF s
 """
 
 
+@dataclass(frozen=True)
+class Locked:
+    """Levels locked for a reservation batch."""
+
+    levels: list[dict[str, Any]]  # change_level's columns, before the change
+    entry_ids: Iterator[int]  # ledger entry ids set aside for the batch's changes, ascending
+    now: datetime  # the transaction's time
+
+
 async def lock_levels(
-    session: Executor, pairs: Sequence[tuple[str, str]], default_buffer: int
-) -> list[dict[str, Any]]:
+    session: Executor, pairs: Sequence[tuple[str, str]], default_buffer: int, entry_ids: int
+) -> Locked | None:
     """The existing levels of (sku, location) pairs, locked in the writers' lock order
-    (code point order, as Python sorts), each with its item, location and rule columns (as
-    :func:`change_level` returns them, before the change) and the transaction's ``now``."""
+    (code point order, as Python sorts), each with its item, location and rule columns;
+    with ``entry_ids`` ledger entry ids set aside. None when none of the pairs has a
+    level."""
     sql = _LOCK_LEVELS.format(
         cols=", ".join(f"s.{c.strip()}" for c in LEVEL_COLS.split(",")),
         lateral=_THRESHOLD_LATERAL.format(sku="s.sku", loc="s.location_id"),
     )
     rows = await session.execute(
         text(sql),
-        {"skus": [p[0] for p in pairs], "locs": [p[1] for p in pairs], "dbuf": default_buffer},
+        {
+            "skus": [p[0] for p in pairs],
+            "locs": [p[1] for p in pairs],
+            "dbuf": default_buffer,
+            "entry_ids": entry_ids,
+        },
     )
-    return [row.asdict() for row in rows]
+    levels = [row._asdict() for row in rows]  # a session Row or a driver Record
+    if not levels:
+        return None
+    first = levels[0]
+    return Locked(levels, iter(sorted(first["entry_ids"] or ())), first["now"])
 
 
 @dataclass(frozen=True)
@@ -706,6 +735,7 @@ class LevelWrite:
 
 @dataclass(frozen=True)
 class ReserveEntry:
+    entry_id: int
     sku: str
     location_id: str
     sequence: int
@@ -741,19 +771,24 @@ WITH lv AS (
     CAST(:r_cust AS text[]), CAST(:r_rid AS text[]), CAST(:r_exp AS timestamptz[]))
     WITH ORDINALITY AS r(id, kind, ref, cust, rid, exp, n)
   JOIN lines ON lines.owner = r.n
+), ob AS (
+  {outbox}
+), log AS (
+  {remember}
 )
-INSERT INTO stock_ledger (sku, location_id, sequence, type, d_on_hand, d_reserved,
+INSERT INTO stock_ledger (entry_id, sku, location_id, sequence, type, d_on_hand, d_reserved,
   d_safety_stock, d_incoming, on_hand, reserved, safety_stock, incoming, reason, note,
-  request_id, reservation_id, reference, actor)
-SELECT e.sku, e.loc, e.seq, e.type, 0, e.q, 0, 0, e.on_hand, e.reserved, e.safety, e.incoming,
-  e.reason, '', e.rid, e.resid, e.ref, e.actor
-FROM unnest(CAST(:e_sku AS text[]), CAST(:e_loc AS text[]), CAST(:e_seq AS bigint[]),
+  request_id, reservation_id, reference, actor) OVERRIDING SYSTEM VALUE
+SELECT e.id, e.sku, e.loc, e.seq, e.type, 0, e.q, 0, 0, e.on_hand, e.reserved, e.safety,
+  e.incoming, e.reason, '', e.rid, e.resid, e.ref, e.actor
+FROM unnest(CAST(:e_id AS bigint[]), CAST(:e_sku AS text[]), CAST(:e_loc AS text[]),
+  CAST(:e_seq AS bigint[]),
   CAST(:e_type AS smallint[]), CAST(:e_q AS int[]), CAST(:e_on_hand AS int[]),
   CAST(:e_reserved AS int[]), CAST(:e_safety AS int[]), CAST(:e_incoming AS int[]),
   CAST(:e_reason AS text[]), CAST(:e_rid AS text[]), CAST(:e_resid AS text[]),
   CAST(:e_ref AS text[]), CAST(:e_actor AS text[]))
-  AS e(sku, loc, seq, type, q, on_hand, reserved, safety, incoming, reason, rid, resid, ref, actor)
-RETURNING entry_id, sku, location_id, sequence
+  AS e(id, sku, loc, seq, type, q, on_hand, reserved, safety, incoming, reason, rid, resid, ref,
+    actor)
 """
 
 
@@ -762,14 +797,18 @@ async def apply_reservations(
     levels: Sequence[LevelWrite],
     reservations: Sequence[NewReservation],
     entries: Sequence[ReserveEntry],
-) -> dict[tuple[str, str, int], int]:
+    events: Sequence[dict[str, Any]],
+    answers: dict[str, Any],
+) -> None:
     """A reservation batch's writes in one statement: the levels' new counts and signal
-    state, the reservation rows, and the ledger entries. Returns each entry's id by
-    (sku, location_id, sequence)."""
+    state, the reservation rows, the ledger entries, the outbox rows and the answers for
+    the request log (``idempotency.remember_values``)."""
     lines = [(n, line) for n, r in enumerate(reservations, start=1) for line in r.lines]
-    rows = await session.execute(
-        text(_APPLY_RESERVATIONS),
+    await session.execute(
+        text(_APPLY_SQL),
         {
+            **answers,
+            **_outbox_values(events),
             "l_sku": [w.sku for w in levels],
             "l_loc": [w.location_id for w in levels],
             "l_reserved": [w.reserved for w in levels],
@@ -789,6 +828,7 @@ async def apply_reservations(
             "r_cust": [r.customer_id for r in reservations],
             "r_rid": [r.request_id for r in reservations],
             "r_exp": [r.expire_time for r in reservations],
+            "e_id": [e.entry_id for e in entries],
             "e_sku": [e.sku for e in entries],
             "e_loc": [e.location_id for e in entries],
             "e_seq": [e.sequence for e in entries],
@@ -805,22 +845,31 @@ async def apply_reservations(
             "e_actor": [e.meta.actor for e in entries],
         },
     )
-    return {(r.sku, r.location_id, r.sequence): r.entry_id for r in rows}
+
+
+_INSERT_EVENTS = (
+    "INSERT INTO outbox (event_id, producer, event_type, subject, envelope) "
+    "SELECT * FROM unnest(CAST(:ob_id AS uuid[]), CAST(:ob_producer AS text[]), "
+    "CAST(:ob_type AS text[]), CAST(:ob_subject AS text[]), CAST(:ob_envelope AS bytea[]))"
+)
+_APPLY_SQL = _APPLY_RESERVATIONS.format(
+    outbox=_INSERT_EVENTS, remember=idempotency.REMEMBER_MANY_SQL
+)
+
+
+def _outbox_values(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "ob_id": [r["event_id"] for r in rows],
+        "ob_producer": [r["producer"] for r in rows],
+        "ob_type": [r["event_type"] for r in rows],
+        "ob_subject": [r["subject"] for r in rows],
+        "ob_envelope": [r["envelope"] for r in rows],
+    }
 
 
 async def insert_events(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
     """Outbox rows (see continuum_runtime.events.outbox) in one statement."""
-    driver = await driver_of(session)
-    with db_span(_tracer, "INSERT inventory.outbox"):
-        await driver.execute(
-            "INSERT INTO outbox (event_id, producer, event_type, subject, envelope) "
-            "SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::bytea[])",
-            [r["event_id"] for r in rows],
-            [r["producer"] for r in rows],
-            [r["event_type"] for r in rows],
-            [r["subject"] for r in rows],
-            [r["envelope"] for r in rows],
-        )
+    await fetch_all(session, _INSERT_EVENTS, _outbox_values(rows), span="INSERT inventory.outbox")
 
 
 async def get_reservation(
