@@ -64,13 +64,14 @@ class CoreServices:
     def notification_settings(
         self, database_url: str, outbox_file: Path, **targets: str
     ) -> NotificationSettings:
-        """Settings of a notification service in front of these four; ``profile=`` and
-        ``recommendation=`` override those targets (recommendation is down by default)."""
+        """Settings of a notification service in front of these four; ``profile=``,
+        ``cart=`` and ``recommendation=`` override those targets (recommendation is down by
+        default)."""
         return NotificationSettings(
             database_url=SecretStr(database_url),
             identity_target=self.identity.target,
             profile_target=targets.get("profile", self.profile.target),
-            cart_target=self.cart.target,
+            cart_target=targets.get("cart", self.cart.target),
             inventory_target=self.inventory.target,
             recommendation_target=targets.get("recommendation", f"127.0.0.1:{free_port()}"),
             send_interval_s=0.05,

@@ -192,3 +192,40 @@ async def test_merged_customers_share_one_cart_and_a_forgotten_one_has_none(suit
     rows = await suite.rows("SELECT count(*) FROM carts WHERE owner_id IN ('c-new', 'c-old')")
     assert rows[0][0] == 0
     assert (await get_cart(suite, customer("c-new"))).cart_id == ""
+
+
+async def test_cart_and_wishlist_in_one_call(suite: Suite) -> None:
+    """GetCart with include_wishlist: what GetCart and GetWishlist answer, in one call,
+    by owner and by cart id; an owner with neither gets both empty."""
+    shopper = customer("c-both")
+    await add(suite, shopper, "SHOE-38", 1)
+    await suite.cart.AddWishlistItem(
+        pb.AddWishlistItemRequest(
+            request_id=rid(), owner=shopper, sku="BAG-1", quantity=2, channel=WEB
+        ),
+        metadata=suite.metadata,
+    )
+    both = await suite.cart.GetCart(
+        pb.GetCartRequest(owner=shopper, include_wishlist=True), metadata=suite.metadata
+    )
+    assert both.cart == await get_cart(suite, shopper)
+    assert both.wishlist == await get_wishlist(suite, shopper)
+    assert [(i.sku, i.quantity) for i in both.wishlist.items] == [("BAG-1", 2)]
+    assert [ln.sku for ln in both.cart.lines] == ["SHOE-38"]
+
+    by_id = await suite.cart.GetCart(
+        pb.GetCartRequest(cart_id=both.cart.cart_id, include_wishlist=True),
+        metadata=suite.metadata,
+    )
+    assert by_id.wishlist == both.wishlist
+
+    cart_only = await suite.cart.GetCart(pb.GetCartRequest(owner=shopper), metadata=suite.metadata)
+    assert not cart_only.HasField("wishlist")
+
+    nobody = customer("c-nothing")
+    empty = await suite.cart.GetCart(
+        pb.GetCartRequest(owner=nobody, include_wishlist=True), metadata=suite.metadata
+    )
+    assert not empty.cart.lines
+    assert not empty.wishlist.items
+    assert empty.wishlist.owner == nobody

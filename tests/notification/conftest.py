@@ -342,8 +342,8 @@ async def suite(
 
             async def start_notification(**targets: str) -> Service:
                 """A notification service (another replica after the first) on the same
-                database and Redis namespace; ``profile=`` / ``recommendation=`` override
-                those targets."""
+                database and Redis namespace; ``profile=`` / ``cart=`` /
+                ``recommendation=`` override those targets."""
                 settings = core.notification_settings(notification_url, outbox_file, **targets)
                 return await start(stack, settings, NOTIFICATION_MIGRATIONS, make_notification)
 

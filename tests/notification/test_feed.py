@@ -220,3 +220,24 @@ async def test_profile_outage_uses_a_recent_consent_or_fails_closed(suite: Suite
         await suite.check_in("never-checked", stub=no_profile)
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     assert error_reason(caught.value) == "CONSENT_UNVERIFIED"
+
+
+async def test_a_cart_outage_leaves_the_briefing_without_cart_and_wishlist(suite: Suite) -> None:
+    """Cart and wishlist come in one call: when cart is down, the briefing names both as
+    missing and keeps the customer."""
+    await suite.new_customer("cart-down", cart=(("BAG-1", 1),))
+    no_cart = suite.stub(await suite.start_replica(cart=f"127.0.0.1:{free_port()}"))
+    briefed = (await suite.check_in("cart-down", stub=no_cart)).check_in
+    assert briefed.status == res.CHECK_IN_STATUS_BRIEFED
+    briefing = (
+        await no_cart.GetBriefing(
+            pb.GetBriefingRequest(store_id=STORE_1, briefing_id=briefed.briefing_id),
+            metadata=suite.metadata,
+        )
+    ).briefing
+    missing = {m.part: m for m in briefing.missing_parts}
+    assert {"cart", "wishlist"} <= set(missing)
+    assert missing["cart"].service == missing["wishlist"].service == "continuum.cart.v1.CartService"
+    assert missing["wishlist"].code == "UNAVAILABLE"
+    assert briefing.HasField("customer")
+    assert not briefing.cart.items

@@ -117,8 +117,19 @@ class CartServicer(cart_service_pb2_grpc.CartServiceServicer):
                     reason="CART_NOT_FOUND",
                     metadata={"cart_id": request.cart_id},
                 )
-            return pb.GetCartResponse(cart=cart)
-        found = await store.open_cart(self.db, OwnerKey.of(request.owner))
+            answer = pb.GetCartResponse(cart=cart)
+            if request.include_wishlist:
+                wishlist = await store.open_wishlist(self.db, OwnerKey.of(cart.owner))
+                answer.wishlist.CopyFrom(wishlist or res.Wishlist(owner=cart.owner))
+            return answer
+        owner = OwnerKey.of(request.owner)
+        if request.include_wishlist:
+            found, wishlist = await store.open_cart_and_wishlist(self.db, owner)
+            return pb.GetCartResponse(
+                cart=found or res.Cart(owner=request.owner),
+                wishlist=wishlist or res.Wishlist(owner=request.owner),
+            )
+        found = await store.open_cart(self.db, owner)
         return pb.GetCartResponse(cart=found or res.Cart(owner=request.owner))
 
     async def AddItem(self, request: pb.AddItemRequest, context: Any) -> pb.AddItemResponse:

@@ -52,6 +52,25 @@ async def open_cart(db: Database, owner: OwnerKey) -> res.Cart | None:
     return _cart(rows[0][0]) if rows else None
 
 
+_OPEN_BASKET_SQL = (
+    "SELECT (SELECT body FROM carts WHERE owner_kind = $1 AND owner_id = $2 "
+    "AND state IN (1, 2)), (SELECT body FROM wishlists WHERE owner_kind = $1 "
+    "AND owner_id = $2 AND state = 1)"
+)
+
+
+async def open_cart_and_wishlist(
+    db: Database, owner: OwnerKey
+) -> tuple[res.Cart | None, res.Wishlist | None]:
+    """The owner's open cart and open wishlist, in one statement."""
+    rows = await db.fetch("SELECT cart.open_basket", _OPEN_BASKET_SQL, owner.kind, owner.id)
+    cart, wishlist = rows[0]
+    return (
+        _cart(cart) if cart is not None else None,
+        _wishlist(wishlist) if wishlist is not None else None,
+    )
+
+
 async def cart_by_id(db: Database, cart_id: str) -> res.Cart | None:
     rows = await db.fetch(
         "SELECT cart.cart_by_id", "SELECT body FROM carts WHERE cart_id = $1", cart_id

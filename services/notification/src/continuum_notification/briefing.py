@@ -2,8 +2,8 @@
 
 Order of work, all bounded by the budget's end:
 
-1. profile summary (who, consent to be recognised), cart, wishlist and the customer's
-   visits (notification's own check-ins) start together;
+1. profile summary (who, consent to be recognised), cart with wishlist (one call) and the
+   customer's visits (notification's own check-ins) start together;
 2. as soon as cart and wishlist are in: availability of their SKUs here (with the other
    sizes of the same products), complements in stock here and the next best actions start
    together; nearby stock is asked for the items that are low or out here.
@@ -463,19 +463,14 @@ async def assemble(
             left(),
         )
     )
-    cart_t = asyncio.ensure_future(
+    # The cart and the wishlist in one call (cart reads both in one statement).
+    basket_t = asyncio.ensure_future(
         part(
             "cart",
             CART,
-            deps.cart.GetCart(cart_pb.GetCartRequest(owner=owner), timeout=left()),
-            left(),
-        )
-    )
-    wish_t = asyncio.ensure_future(
-        part(
-            "wishlist",
-            CART,
-            deps.cart.GetWishlist(cart_pb.GetWishlistRequest(owner=owner), timeout=left()),
+            deps.cart.GetCart(
+                cart_pb.GetCartRequest(owner=owner, include_wishlist=True), timeout=left()
+            ),
             left(),
         )
     )
@@ -484,19 +479,17 @@ async def assemble(
     out = Assembly(consent=None)
 
     async def rest() -> None:
-        cart_r, wish_r = await asyncio.gather(cart_t, wish_t, return_exceptions=True)
-        if isinstance(cart_r, PartFailed):
-            out.missing.append(cart_r.missing)
-        elif isinstance(cart_r, BaseException):
-            raise cart_r
+        try:
+            basket = await basket_t
+        except PartFailed as failed:
+            out.missing.append(failed.missing)
+            wishlist = partial_pb2.MissingPart()
+            wishlist.CopyFrom(failed.missing)
+            wishlist.part = "wishlist"
+            out.missing.append(wishlist)
         else:
-            out.cart = briefing_cart(cart_r.cart)
-        if isinstance(wish_r, PartFailed):
-            out.missing.append(wish_r.missing)
-        elif isinstance(wish_r, BaseException):
-            raise wish_r
-        else:
-            out.wishlist = wishlist_items(wish_r.wishlist)
+            out.cart = briefing_cart(basket.cart)
+            out.wishlist = wishlist_items(basket.wishlist)
         cart_items = list(out.cart.items) if out.cart is not None else []
         cart_skus = [i.sku for i in cart_items]
         wish_skus = [i.sku for i in out.wishlist]
@@ -583,7 +576,7 @@ async def assemble(
                 out.recommendation_ids.append(nba_r.recommendation_id)
 
     rest_t = asyncio.ensure_future(rest())
-    everything: list[asyncio.Future[Any]] = [profile_t, cart_t, wish_t, rest_t]
+    everything: list[asyncio.Future[Any]] = [profile_t, basket_t, rest_t]
     try:
         try:
             summary = (await profile_t).summary
