@@ -183,6 +183,81 @@ async def test_nearby_stores_by_distance(inventory: Inventory) -> None:
     assert error_info(unknown_sku.value).metadata["skus"] == "Q,P"
 
 
+async def test_availability_with_nearby_stock_for_what_is_short_here(
+    inventory: Inventory,
+) -> None:
+    """CheckAvailability with `nearby`: the store's counts, and for the searched SKUs that
+    are low, out or not carried there, the nearest other stores that have them."""
+    inv = inventory
+    for sku in ("PLENTY", "LOW", "OUT", "NONE"):
+        await inv.item(sku)
+    await inv.location("leeds", lat=53.7997, lon=-1.5492)
+    await inv.location("york", lat=53.9590, lon=-1.0815)
+    await inv.location("sheffield", lat=53.3811, lon=-1.4701)
+    await inv.location("london", lat=51.5072, lon=-0.1276)
+    for sku, loc, units in (
+        ("PLENTY", "leeds", 40),
+        ("PLENTY", "york", 40),
+        ("LOW", "leeds", 2),
+        ("LOW", "sheffield", 8),
+        ("OUT", "york", 3),
+        ("NONE", "london", 9),
+    ):
+        await inv.adjust(sku, loc, units)
+    await inv.adjust("OUT", "leeds", 1)
+    await inv.reserve([("OUT", "leeds", 1)])
+
+    answer = await inv.stub.CheckAvailability(
+        pb.CheckAvailabilityRequest(
+            location_id="leeds",
+            skus=["PLENTY", "LOW", "OUT", "NONE"],
+            nearby=pb.NearbySearch(max_distance_km=100),
+        ),
+        metadata=inv.metadata,
+    )
+    assert [a.status for a in answer.availabilities] == [
+        S.AVAILABILITY_STATUS_IN_STOCK,
+        S.AVAILABILITY_STATUS_LOW_STOCK,
+        S.AVAILABILITY_STATUS_OUT_OF_STOCK,
+        S.AVAILABILITY_STATUS_NOT_STOCKED,
+    ]
+    assert list(answer.nearby_skus) == ["LOW", "OUT", "NONE"]  # not PLENTY: plenty here
+    # London is beyond 100 km; nearest first; each store with the searched SKUs' counts.
+    assert [
+        (loc.location.location_id, [(a.sku, a.available_to_promise) for a in loc.availabilities])
+        for loc in answer.nearby
+    ] == [
+        ("york", [("LOW", 0), ("OUT", 3), ("NONE", 0)]),
+        ("sheffield", [("LOW", 8), ("OUT", 0), ("NONE", 0)]),
+    ]
+    assert answer.nearby[0].distance_km < answer.nearby[1].distance_km
+
+    # Only the SKUs named are searched; none of them short here: no search at all.
+    only_plenty = await inv.stub.CheckAvailability(
+        pb.CheckAvailabilityRequest(
+            location_id="leeds",
+            skus=["PLENTY", "LOW"],
+            nearby=pb.NearbySearch(skus=["PLENTY"], max_distance_km=100),
+        ),
+        metadata=inv.metadata,
+    )
+    assert not only_plenty.nearby
+    assert not only_plenty.nearby_skus
+    without = await inv.stub.CheckAvailability(
+        pb.CheckAvailabilityRequest(location_id="leeds", skus=["LOW"]), metadata=inv.metadata
+    )
+    assert not without.nearby
+
+    with pytest.raises(grpc.aio.AioRpcError) as stranger:
+        await inv.stub.CheckAvailability(
+            pb.CheckAvailabilityRequest(
+                location_id="leeds", skus=["LOW"], nearby=pb.NearbySearch(skus=["OUT"])
+            ),
+            metadata=inv.metadata,
+        )
+    assert stranger.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
 async def test_ship_to_home_from_warehouses(inventory: Inventory) -> None:
     inv = inventory
     await inv.item("A")

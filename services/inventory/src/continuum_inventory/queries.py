@@ -117,7 +117,7 @@ async def list_levels(
 
 
 async def check_availability(
-    db: Database, request: pb.CheckAvailabilityRequest, defaults: Defaults
+    db: Database, request: pb.CheckAvailabilityRequest, defaults: Defaults, radius_km: float
 ) -> pb.CheckAvailabilityResponse:
     rows = await store.availability(
         db, request.location_id, list(request.skus), defaults.pickup_buffer
@@ -153,9 +153,45 @@ async def check_availability(
         if r[6] is not None:
             item.next_incoming_time.FromDatetime(r[6])
         out.append(item)
-    return pb.CheckAvailabilityResponse(
+    answer = pb.CheckAvailabilityResponse(
         availabilities=out, pickup_capable=pickup, pickup_buffer=buffer
     )
+    if request.HasField("nearby"):
+        await _nearby_of_low(db, request, answer, defaults, radius_km)
+    return answer
+
+
+_SHORT_HERE = (domain.LOW_STOCK, domain.OUT_OF_STOCK, domain.NOT_STOCKED)
+MAX_NEARBY_SKUS = 20
+
+
+async def _nearby_of_low(
+    db: Database,
+    request: pb.CheckAvailabilityRequest,
+    answer: pb.CheckAvailabilityResponse,
+    defaults: Defaults,
+    radius_km: float,
+) -> None:
+    """Fill ``answer.nearby`` for the searched SKUs that are short at the location."""
+    searched = set(request.nearby.skus or request.skus)
+    short = [a.sku for a in answer.availabilities if a.sku in searched and a.status in _SHORT_HERE]
+    short = short[:MAX_NEARBY_SKUS]
+    if not short:
+        return
+    found = await find_nearby(
+        db,
+        pb.FindNearbyStockRequest(
+            location_id=request.location_id,
+            skus=short,
+            min_quantity=1,
+            max_distance_km=request.nearby.max_distance_km,
+            limit=request.nearby.limit,
+        ),
+        defaults,
+        radius_km,
+    )
+    answer.nearby.extend(found.locations)
+    answer.nearby_skus.extend(short)
 
 
 async def find_nearby(

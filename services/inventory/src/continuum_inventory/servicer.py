@@ -336,7 +336,9 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
     async def CheckAvailability(
         self, request: pb.CheckAvailabilityRequest, context: Any
     ) -> pb.CheckAvailabilityResponse:
-        return await queries.check_availability(self.db, request, self.defaults)
+        return await queries.check_availability(
+            self.db, request, self.defaults, self.settings.default_nearby_km
+        )
 
     async def FindNearbyStock(
         self, request: pb.FindNearbyStockRequest, context: Any

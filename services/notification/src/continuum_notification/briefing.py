@@ -5,11 +5,12 @@ Order of work, all bounded by the budget's end:
 1. profile summary (who, consent to be recognised), cart with wishlist (one call) and the
    customer's visits (notification's own check-ins) start together;
 2. as soon as cart and wishlist are in: availability of their SKUs here (with the other
-   sizes of the same products), complements in stock here and the next best actions start
-   together; nearby stock is asked for the items that are low or out here.
+   sizes of the same products, and in the same call the nearest stores that have the
+   items that are low or out here), complements in stock here and the next best actions
+   start together.
 
-Other sizes ("sizes") and nearby stores ("nearby_stock") are niceties: when they fail, the
-items keep their own counts here and those parts are listed as missing.
+Other sizes ("sizes") are a nicety: when they fail, the items keep their own counts here
+and that part is listed as missing.
 
 A part that fails or is late is listed in ``missing_parts`` with the service, the status
 code and the reason (unavailable, timeout, not found); everything else is kept. When the
@@ -68,6 +69,8 @@ MAX_WISHLIST = 10
 MAX_COMPLEMENTS = 5
 MAX_ACTIONS = 3
 MAX_SIZE_PRODUCTS = 5
+# Stores inventory lists for the items short here (each item keeps the nearest three).
+NEARBY_STORES = 20
 
 VisitsReader = Callable[[], Awaitable[res.VisitSummary]]
 
@@ -257,9 +260,12 @@ class Availability:
         self._deps = deps
         self._store = store_id
         self._deadline = deadline
-        # Parts that are niceties (other sizes, nearby stores): when they fail, the items'
-        # own counts still show and the briefing names what is missing.
+        # Parts that are niceties (other sizes): when they fail, the items' own counts
+        # still show and the briefing names what is missing.
         self.missing: list[partial_pb2.MissingPart] = []
+        # Nearby stores with stock, per SKU short here (inventory searches them in the
+        # same call as the counts).
+        self.nearby: dict[str, list[res.NearbyAvailability]] = {}
 
     def _left(self) -> float:
         return self._deadline - time.monotonic()
@@ -268,21 +274,28 @@ class Availability:
         if all(m.part != failed.missing.part for m in self.missing):
             self.missing.append(failed.missing)
 
-    async def _check(self, skus: Sequence[str]) -> dict[str, inv_res.SkuAvailability]:
+    async def _check(
+        self, skus: Sequence[str], nearby_for: Sequence[str] = ()
+    ) -> dict[str, inv_res.SkuAvailability]:
+        """Counts here; for those of ``nearby_for`` that are short here, inventory also
+        searches the nearest stores in the same call (kept in ``self.nearby``)."""
         found: dict[str, inv_res.SkuAvailability] = {}
         for start in range(0, len(skus), 100):
+            chunk = list(skus[start : start + 100])
+            request = inv_pb.CheckAvailabilityRequest(location_id=self._store, skus=chunk)
+            in_chunk = set(chunk)
+            searched = [s for s in nearby_for if s in in_chunk]
+            if searched:
+                request.nearby.skus.extend(searched)
+                request.nearby.limit = NEARBY_STORES
             answer = await part(
                 "availability",
                 INVENTORY,
-                self._deps.inventory.CheckAvailability(
-                    inv_pb.CheckAvailabilityRequest(
-                        location_id=self._store, skus=list(skus[start : start + 100])
-                    ),
-                    timeout=self._left(),
-                ),
+                self._deps.inventory.CheckAvailability(request, timeout=self._left()),
                 self._left(),
             )
             found.update({a.sku: a for a in answer.availabilities})
+            self._keep_nearby(answer.nearby)
         return found
 
     async def _siblings(self, product_id: str) -> list[inv_res.Item]:
@@ -310,25 +323,14 @@ class Availability:
         self._deps.cache_product(product_id, items)
         return items
 
-    async def _nearby(self, skus: Sequence[str]) -> dict[str, list[res.NearbyAvailability]]:
-        answer = await part(
-            "nearby_stock",
-            INVENTORY,
-            self._deps.inventory.FindNearbyStock(
-                inv_pb.FindNearbyStockRequest(
-                    location_id=self._store, skus=list(skus[:20]), min_quantity=1, limit=20
-                ),
-                timeout=self._left(),
-            ),
-            self._left(),
-        )
-        out: dict[str, list[res.NearbyAvailability]] = {}
-        for loc in answer.locations:
+    def _keep_nearby(self, locations: Sequence[inv_res.NearbyLocation]) -> None:
+        """Up to three other stores per SKU, nearest first, with units of it."""
+        for loc in locations:
             if loc.location.location_id == self._store:
                 continue
             for a in loc.availabilities:
-                if a.available_to_promise > 0 and len(out.setdefault(a.sku, [])) < 3:
-                    out[a.sku].append(
+                if a.available_to_promise > 0 and len(self.nearby.setdefault(a.sku, [])) < 3:
+                    self.nearby[a.sku].append(
                         res.NearbyAvailability(
                             store_id=loc.location.location_id,
                             store_name=loc.location.name,
@@ -336,7 +338,6 @@ class Availability:
                             available_count=a.available_to_promise,
                         )
                     )
-        return out
 
     async def _counts(
         self,
@@ -354,9 +355,9 @@ class Availability:
             # The usual case: the products' sizes are cached, one call answers everything.
             sibling_lists = [k for k in known if k is not None]
             sibling_skus = [s.sku for group in sibling_lists for s in group]
-            own = await self._check(list(dict.fromkeys(skus + sibling_skus)))
+            own = await self._check(list(dict.fromkeys(skus + sibling_skus)), nearby_for=skus)
             return own, extra, sibling_lists
-        own_task = asyncio.ensure_future(self._check(skus))
+        own_task = asyncio.ensure_future(self._check(skus, nearby_for=skus))
         sibling_lists = list(await asyncio.gather(*(self._siblings(p) for p in products)))
         own = await own_task
         extra_skus = list(
@@ -378,37 +379,7 @@ class Availability:
         products = list(dict.fromkeys(i.product_id for i in items if i.product_id))
         products = products[:MAX_SIZE_PRODUCTS]
         known = [self._deps.cached_product(p) for p in products]
-        # Nearby stock is asked for with the store's own counts rather than after them (one
-        # round trip less before the briefing is out); only the items low, out or not carried
-        # here keep it.
-        nearby_t = asyncio.ensure_future(self._nearby(skus))
-        try:
-            own, extra, sibling_lists = await self._counts(skus, products, known)
-        except BaseException:
-            nearby_t.cancel()
-            await asyncio.gather(nearby_t, return_exceptions=True)
-            raise
-        low = [
-            sku
-            for sku in skus
-            if sku in own
-            and own[sku].status
-            in (
-                inv_res.AVAILABILITY_STATUS_OUT_OF_STOCK,
-                inv_res.AVAILABILITY_STATUS_LOW_STOCK,
-                inv_res.AVAILABILITY_STATUS_NOT_STOCKED,
-            )
-        ]
-        nearby: dict[str, list[res.NearbyAvailability]] = {}
-        if low:
-            try:
-                found = await nearby_t
-                nearby = {sku: found[sku] for sku in low if sku in found}
-            except PartFailed as failed:
-                self._note(failed)
-        else:
-            nearby_t.cancel()  # nothing is low here: the answer is not needed
-            await asyncio.gather(nearby_t, return_exceptions=True)
+        own, extra, sibling_lists = await self._counts(skus, products, known)
         counts = {**extra, **own}
         by_product: dict[tuple[str, str], list[tuple[str, str]]] = {}
         for group in sibling_lists:
@@ -432,7 +403,7 @@ class Availability:
                     avail.sizes_available.append(
                         res.SizeAvailability(size=size, sku=sku, available_count=count)
                     )
-            avail.nearby.extend(nearby.get(item.sku, []))
+            avail.nearby.extend(self.nearby.get(item.sku, []))
             item.availability.CopyFrom(avail)
 
 
