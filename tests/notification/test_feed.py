@@ -88,32 +88,24 @@ async def test_bad_and_expired_cursors(suite: Suite) -> None:
 
 
 class Recommendations(rec_grpc.RecommendationServiceServicer):
-    """A stand-in for the recommendation service (still being built): the bag goes with
-    the shoes, and one next best action."""
-
-    async def GetComplements(self, request: Any, context: Any) -> rec_pb.GetComplementsResponse:
-        return rec_pb.GetComplementsResponse(
-            recommendation_id="rec-c1",
-            items=[
-                rec.RecommendedItem(
-                    sku="BAG-1",
-                    name="Leather tote",
-                    unit_price=money_pb2.Money(currency_code="EUR", amount_minor=12900),
-                    reason=rec.Reason(
-                        kind=rec.REASON_KIND_BOUGHT_WITH, text="Goes with the runners"
-                    ),
-                    availability=rec.ItemAvailability(
-                        store_id=STORE_1,
-                        status=rec.AVAILABILITY_STATUS_IN_STOCK,
-                        available_quantity=2,
-                    ),
-                )
-            ],
-        )
+    """A recommendation service with fixed answers (so that the briefing's contents are
+    known): the bag goes with the shoes, and one next best action. Anything else is
+    UNIMPLEMENTED, which a briefing would list as missing."""
 
     async def GetNextBestAction(
         self, request: Any, context: Any
     ) -> rec_pb.GetNextBestActionResponse:
+        bag = rec.RecommendedItem(
+            sku="BAG-1",
+            name="Leather tote",
+            unit_price=money_pb2.Money(currency_code="EUR", amount_minor=12900),
+            reason=rec.Reason(kind=rec.REASON_KIND_BOUGHT_WITH, text="Goes with the runners"),
+            availability=rec.ItemAvailability(
+                store_id=STORE_1,
+                status=rec.AVAILABILITY_STATUS_IN_STOCK,
+                available_quantity=2,
+            ),
+        )
         return rec_pb.GetNextBestActionResponse(
             recommendation_id="rec-n1",
             actions=[
@@ -126,6 +118,7 @@ class Recommendations(rec_grpc.RecommendationServiceServicer):
                     items=[rec.RecommendedItem(sku="BAG-1", name="Leather tote")],
                 )
             ],
+            complements=[bag] if request.complements_limit else [],
         )
 
 
@@ -156,7 +149,7 @@ async def test_feedback_on_a_next_best_action_updates_the_feed_and_is_published(
     assert briefing.complements[0].reason.code == "bought_with"
     assert [a.action_id for a in briefing.next_best_actions] == ["a1"]
     assert briefing.next_best_actions[0].state == res.ACTION_STATE_PROPOSED
-    assert sorted(briefing.recommendation_ids) == ["rec-c1", "rec-n1"]
+    assert list(briefing.recommendation_ids) == ["rec-n1"]
 
     def feedback(outcome: int, who: str = "assoc-nba") -> pb.RecordActionFeedbackRequest:
         return pb.RecordActionFeedbackRequest(

@@ -216,6 +216,53 @@ async def test_next_best_action_reminds_of_cart_items_available_in_the_store(sui
     assert all(a.title and a.explanation and a.action_id for a in answer.actions)
 
 
+async def test_next_best_action_can_bring_the_complements_of_cart_and_wishlist(
+    suite: Suite,
+) -> None:
+    """complements_limit: the same complements GetComplements gives for the cart and
+    wishlist in this store, in the next-best-action answer (one call for a briefing)."""
+    await shoes_and_bags(suite)
+    request = pb.GetComplementsRequest(
+        skus=["SHOE-39", "SCARF-1"],
+        customer_id="c-both",
+        context=res.RecommendationContext(
+            store_id="store-1",
+            availability_filter=res.AVAILABILITY_FILTER_IN_STORE,
+            exclude_skus=["SHOE-39", "SCARF-1"],
+        ),
+        limit=4,
+    )
+
+    async def learned() -> bool:
+        answer = await suite.rec.GetComplements(request, metadata=suite.metadata)
+        return [i.sku for i in answer.items][:1] == ["BAG-1"]
+
+    await eventually(learned)
+    alone = await suite.rec.GetComplements(request, metadata=suite.metadata)
+    together = await suite.rec.GetNextBestAction(
+        pb.GetNextBestActionRequest(
+            customer_id="c-both",
+            store_id="store-1",
+            cart_skus=["SHOE-39"],
+            wishlist_skus=["SCARF-1"],
+            complements_limit=4,
+        ),
+        metadata=suite.metadata,
+    )
+    assert [(i.sku, i.reason.text) for i in together.complements] == [
+        (i.sku, i.reason.text) for i in alone.items
+    ]
+    assert together.complements[0].availability.store_id == "store-1"
+    assert together.actions  # the actions still come with them
+    without = await suite.rec.GetNextBestAction(
+        pb.GetNextBestActionRequest(
+            customer_id="c-both", store_id="store-1", cart_skus=["SHOE-39"]
+        ),
+        metadata=suite.metadata,
+    )
+    assert not without.complements
+
+
 async def test_next_best_action_offers_what_the_customer_is_due_to_buy_again(
     suite: Suite,
 ) -> None:

@@ -453,11 +453,7 @@ async def assemble(
         try:
             basket = await basket_t
         except PartFailed as failed:
-            out.missing.append(failed.missing)
-            wishlist = partial_pb2.MissingPart()
-            wishlist.CopyFrom(failed.missing)
-            wishlist.part = "wishlist"
-            out.missing.append(wishlist)
+            out.missing += [failed.missing, failed.also("wishlist")]
         else:
             out.cart = briefing_cart(basket.cart)
             out.wishlist = wishlist_items(basket.wishlist)
@@ -468,31 +464,6 @@ async def assemble(
         availability = Availability(deps, store_id, deadline)
         avail_t = asyncio.ensure_future(availability.fill(cart_items + out.wishlist))
         later.append(avail_t)
-        comp_t: asyncio.Future[Any] | None = None
-        if seeds:
-            comp_t = asyncio.ensure_future(
-                part(
-                    "complements",
-                    RECOMMENDATION,
-                    deps.recommendation.GetComplements(
-                        rec_pb.GetComplementsRequest(
-                            skus=seeds,
-                            customer_id=customer_id,
-                            context=rec_res.RecommendationContext(
-                                channel=channel_pb2.CHANNEL_STORE,
-                                store_id=store_id,
-                                placement="associate_briefing",
-                                availability_filter=rec_res.AVAILABILITY_FILTER_IN_STORE,
-                                exclude_skus=seeds,
-                            ),
-                            limit=MAX_COMPLEMENTS,
-                        ),
-                        timeout=left(),
-                    ),
-                    left(),
-                )
-            )
-            later.append(comp_t)
         nba_t = asyncio.ensure_future(
             part(
                 "next_best_actions",
@@ -506,6 +477,9 @@ async def assemble(
                         cart_skus=cart_skus[:100],
                         wishlist_skus=wish_skus[:100],
                         check_in_id=check_in_id,
+                        # What goes with the cart and wishlist, in stock here, in the
+                        # same call.
+                        complements_limit=MAX_COMPLEMENTS if seeds else 0,
                     ),
                     timeout=left(),
                 ),
@@ -524,22 +498,15 @@ async def assemble(
             raise avail_r[0]
         else:
             out.missing.extend(availability.missing)
-        if comp_t is not None:
-            comp_r = (await asyncio.gather(comp_t, return_exceptions=True))[0]
-            if isinstance(comp_r, PartFailed):
-                out.missing.append(comp_r.missing)
-            elif isinstance(comp_r, BaseException):
-                raise comp_r
-            else:
-                out.complements = [recommended_item(i) for i in comp_r.items[:MAX_COMPLEMENTS]]
-                if comp_r.recommendation_id:
-                    out.recommendation_ids.append(comp_r.recommendation_id)
         nba_r = (await asyncio.gather(nba_t, return_exceptions=True))[0]
         if isinstance(nba_r, PartFailed):
+            if seeds:
+                out.missing.append(nba_r.also("complements"))
             out.missing.append(nba_r.missing)
         elif isinstance(nba_r, BaseException):
             raise nba_r
         else:
+            out.complements = [recommended_item(i) for i in nba_r.complements[:MAX_COMPLEMENTS]]
             out.actions = [
                 next_best_action(i, a) for i, a in enumerate(nba_r.actions[:MAX_ACTIONS])
             ]

@@ -45,6 +45,13 @@ class PartFailed(Exception):
         super().__init__(f"{part}: {code}")
         self.missing = partial_pb2.MissingPart(part=part, service=service, code=code, reason=reason)
 
+    def also(self, part: str) -> partial_pb2.MissingPart:
+        """The same failure for another part that the same call was to fill."""
+        missing = partial_pb2.MissingPart()
+        missing.CopyFrom(self.missing)
+        missing.part = part
+        return missing
+
 
 async def part(part_name: str, service: str, call: Awaitable[T], timeout_s: float) -> T:
     """Await ``call`` for a named part within ``timeout_s``; PartFailed with the reason

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,6 +22,7 @@ from continuum_recommendation.inventory import InventoryDown
 from continuum_recommendation.recommender import (
     DEFAULT_LIMIT,
     Context,
+    Ranked,
     Recommender,
     new_recommendation_id,
     recommendation_time,
@@ -126,15 +129,8 @@ class RecommendationServicer(pb_grpc.RecommendationServiceServicer):
         seeds = await self.rec.require_items(request.skus, "skus")
         if ctx.store_id:
             await self.rec.require_store(ctx.store_id, "context.store_id")
-        out: dict[int, Candidate] = {}
-        scoring.complements(self.model, dict.fromkeys(seeds, 1.0), out, 1.0)
         customer_id = request.customer_id
-        traits = self.model.traits.get(customer_id) if customer_id else None
-        scoring.traits_boost(self.model, traits, out, self.model.params.w_traits)
-        strategy = res.STRATEGY_PERSONALISED if traits is not None else res.STRATEGY_ITEM_BASED
-        ranked = await self.rec.finish(
-            out, ctx, _limit(request.limit), exclude=seeds, exclude_products=True, cart=set(seeds)
-        )
+        ranked, strategy = await self._complements(seeds, customer_id, ctx, _limit(request.limit))
         return pb.GetComplementsResponse(
             recommendation_id=new_recommendation_id(),
             items=ranked.items,
@@ -144,6 +140,21 @@ class RecommendationServicer(pb_grpc.RecommendationServiceServicer):
             missing_parts=ranked.missing,
             serve_time=timestamp(time.time()),
         )
+
+    async def _complements(
+        self, seeds: list[int], customer_id: str, ctx: Context, limit: int
+    ) -> tuple[Ranked, res.Strategy.ValueType]:
+        """What goes with ``seeds`` (items bought or carted with them), boosted by the
+        customer's traits, ranked and filtered for ``ctx``; and the strategy that says so."""
+        out: dict[int, Candidate] = {}
+        scoring.complements(self.model, dict.fromkeys(seeds, 1.0), out, 1.0)
+        traits = self.model.traits.get(customer_id) if customer_id else None
+        scoring.traits_boost(self.model, traits, out, self.model.params.w_traits)
+        strategy = res.STRATEGY_PERSONALISED if traits is not None else res.STRATEGY_ITEM_BASED
+        ranked = await self.rec.finish(
+            out, ctx, limit, exclude=seeds, exclude_products=True, cart=set(seeds)
+        )
+        return ranked, strategy
 
     async def GetSimilar(
         self, request: pb.GetSimilarRequest, context: Any
@@ -282,6 +293,22 @@ class RecommendationServicer(pb_grpc.RecommendationServiceServicer):
                 )
             )
         actions.sort(key=lambda a: (-a.score, a.action_id))
+        complements: Sequence[res.RecommendedItem] = ()
+        seeds = list(dict.fromkeys(cart_hint + wish_hint))
+        if request.complements_limit and seeds:
+            # As GetComplements for the given cart and wishlist, in this store.
+            ranked_complements, _ = await self._complements(
+                seeds,
+                request.customer_id,
+                replace(
+                    ctx,
+                    placement="next_best_action",
+                    exclude=frozenset(model.skus[i] for i in seeds),
+                ),
+                request.complements_limit,
+            )
+            complements = ranked_complements.items
+            missing += ranked_complements.missing
         return pb.GetNextBestActionResponse(
             recommendation_id=new_recommendation_id(),
             actions=actions[: _limit(request.max_actions, 3)],
@@ -290,6 +317,7 @@ class RecommendationServicer(pb_grpc.RecommendationServiceServicer):
             customer_id=request.customer_id,
             missing_parts=missing[:1],
             serve_time=timestamp(now),
+            complements=complements,
         )
 
     # --- feedback ----------------------------------------------------------------------
