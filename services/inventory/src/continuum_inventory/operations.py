@@ -459,6 +459,22 @@ class _Change:
 
 
 @dataclass
+class _Partial:
+    """A reservation that could not hold every line: the holds it took before the line
+    that could not be held (``undo`` gives them back)."""
+
+    taken: list[tuple[_Held, Line, int, int]]  # level, line, reserved, revision after
+
+    def done(self) -> set[int]:
+        return {line.index for _, line, _, _ in self.taken}
+
+    def undo(self) -> None:
+        for level, line, _, _ in reversed(self.taken):
+            level.reserved -= line.quantity
+            level.revision -= 1
+
+
+@dataclass
 class _Reserved:
     call: ReserveCall
     reservation: res.Reservation
@@ -514,10 +530,10 @@ def _try_reserve(
     held: dict[tuple[str, str], _Held],
     locked: store.Locked | None,
     defaults: Defaults,
-) -> _Reserved | set[int]:
-    """Hold every line of one reservation on the batch's levels, or none. Returns the
-    reservation (levels changed, signals evaluated in order), or else the indexes of the
-    lines that had been held before one could not be (those holds undone again)."""
+) -> _Reserved | _Partial:
+    """Hold every line of one reservation on the batch's levels. Returns the reservation
+    (levels changed, signals evaluated in order), or else the holds taken before a line
+    could not be held, for the caller to explain the refusal and then undo."""
     request = call.request
     click_and_collect = request.kind == CLICK_AND_COLLECT
     taken: list[tuple[_Held, Line, int, int]] = []  # level, line, reserved, revision after
@@ -533,10 +549,7 @@ def _try_reserve(
             pickup_capable=level.row["pickup_capable"],
             pickup_buffer=level.row["pickup_buffer"],
         ):
-            for level_taken, line_taken, _, _ in reversed(taken):
-                level_taken.reserved -= line_taken.quantity
-                level_taken.revision -= 1
-            return {taken_line.index for _, taken_line, _, _ in taken}
+            return _Partial(taken)
         level.reserved += line.quantity
         level.revision += 1
         taken.append((level, line, level.reserved, level.revision))
@@ -654,9 +667,12 @@ async def reserve_many(
             first_of[request.request_id] = n
             reserved.append((n, attempt))
         else:
+            # Explained with this reservation's earlier lines still held (as one line
+            # after another would see them), then given back.
             outcomes[n] = await _refusal(
-                session, request.kind, lines, held, attempt, best, defaults.pickup_buffer
+                session, request.kind, lines, held, attempt.done(), best, defaults.pickup_buffer
             )
+            attempt.undo()
     if reserved:
         await _write(session, reserved, held, outcomes)
     for n in duplicates:
