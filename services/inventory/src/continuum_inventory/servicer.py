@@ -3,8 +3,8 @@
 Protovalidate has already checked every request's shape (the runtime interceptor). Every
 mutation runs once per request_id (``idempotency.run_once``: a replay returns the first
 answer; ReserveStock calls that arrive together share one transaction, see
-``operations.reserve_many``); reads use an autocommit connection (one statement, no transaction round trips)
-where one statement answers them.
+``operations.reserve_many``); reads use an autocommit connection (one statement, no
+transaction round trips) where one statement answers them.
 """
 
 from __future__ import annotations

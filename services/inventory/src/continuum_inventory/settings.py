@@ -1,5 +1,7 @@
 """Configuration of the inventory service (environment variables ``CONTINUUM_*``)."""
 
+from pydantic import Field
+
 from continuum_runtime.config import ServiceSettings
 
 
@@ -19,8 +21,8 @@ class InventorySettings(ServiceSettings):
     default_nearby_km: float = 50.0
     # ReserveStock calls that arrive together are decided in one transaction: at most this
     # many per transaction, and this many transactions at once (group commit).
-    reserve_batch: int = 128
-    reserve_workers: int = 1
+    reserve_batch: int = Field(default=128, ge=1, le=10_000)
+    reserve_workers: int = Field(default=1, ge=1, le=64)
     # The expiry sweeper: how often it looks for expired reservations and how many it takes
     # per pass (every replica sweeps; rows are claimed with FOR UPDATE SKIP LOCKED).
     sweep_interval_s: float = 1.0
