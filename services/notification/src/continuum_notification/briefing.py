@@ -6,8 +6,8 @@ Order of work, all bounded by the budget's end:
    customer's visits (notification's own check-ins) start together;
 2. as soon as cart and wishlist are in: availability of their SKUs here (with the other
    sizes of the same products, and in the same call the nearest stores that have the
-   items that are low or out here), complements in stock here and the next best actions
-   start together.
+   items that are low or out here) and the next best actions (with, in the same call,
+   the complements in stock here) start together.
 
 Other sizes ("sizes") are a nicety: when they fail, the items keep their own counts here
 and that part is listed as missing.
