@@ -168,8 +168,14 @@ async def test_anonymous_shopper_gets_session_and_popularity_answers(suite: Suit
     )
 
     async def session_used() -> bool:
+        # The tote also leads the popularity answer that comes before the view is
+        # followed: only the reason tells the session answer apart.
         answer = await recommend(suite, device_id="dev-1")
-        return bool(answer.items) and answer.items[0].sku == "BAG-1"
+        return (
+            bool(answer.items)
+            and answer.items[0].sku == "BAG-1"
+            and answer.items[0].reason.related_sku == "SHOE-39"
+        )
 
     await eventually(session_used)
     answer = await recommend(suite, device_id="dev-1")
