@@ -110,3 +110,36 @@ async def test_close_stops_the_workers_and_cancels_what_waits() -> None:
         await waiting
     with pytest.raises(ValueError, match="at least one worker"):
         Batcher(handler, name="none", workers=0)
+
+
+async def test_with_shards_a_waiting_batch_holds_up_only_its_own_shard() -> None:
+    """Shard by parity: the even shard's first batch waits (as on a lock); odd calls are
+    still answered meanwhile, and the even calls that queued go together in one batch."""
+    batches: list[list[int]] = []
+    gate = asyncio.Event()
+    blocked = asyncio.Event()
+
+    async def handle(items: Sequence[int]) -> list[int | BaseException]:
+        batches.append(list(items))
+        if items[0] == 0:
+            blocked.set()
+            await gate.wait()
+        return [n * 2 for n in items]
+
+    batcher: Batcher[int, int] = Batcher(
+        handle, name="sharded", workers=2, max_batch=8, shard=lambda n: n % 2
+    )
+    try:
+        first_even = asyncio.ensure_future(batcher.submit(0))
+        async with asyncio.timeout(5):
+            await blocked.wait()
+        later_evens = [asyncio.ensure_future(batcher.submit(n)) for n in (2, 4, 6)]
+        async with asyncio.timeout(5):
+            assert await batcher.submit(1) == 2  # answered while the even shard waits
+        assert not first_even.done()
+        gate.set()
+        assert await first_even == 0
+        assert [await call for call in later_evens] == [4, 8, 12]
+        assert batches == [[0], [1], [2, 4, 6]]
+    finally:
+        await batcher.close()

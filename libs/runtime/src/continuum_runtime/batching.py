@@ -13,6 +13,10 @@ caller gets (one item's bad input does not fail its neighbours). An exception ra
 that batch. A caller that gives up (its deadline, a cancelled RPC) no longer waits; what
 its item did, if already begun, stands, as with any call cancelled after it committed.
 
+With ``shard``, each worker has a queue of its own and a call goes to the worker of its
+shard (e.g. its SKU): calls of one hot key still share batches, while a batch that waits
+(on a lock, say) holds up only the calls of its own shard.
+
 Workers run in their own tasks, so a batch's spans carry links to the callers' spans
 rather than a parent.
 """
@@ -20,7 +24,7 @@ rather than a parent.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -42,7 +46,8 @@ class _Call(Generic[T, R]):
 
 class Batcher(Generic[T, R]):
     """Coalesce concurrent ``submit`` calls into batches of at most ``max_batch`` items,
-    handled by up to ``workers`` concurrent ``handle`` calls."""
+    handled by up to ``workers`` concurrent ``handle`` calls (one queue shared by the
+    workers, or with ``shard`` one queue per worker)."""
 
     def __init__(
         self,
@@ -51,6 +56,7 @@ class Batcher(Generic[T, R]):
         name: str,
         workers: int = 2,
         max_batch: int = 128,
+        shard: Callable[[T], Hashable] | None = None,
     ) -> None:
         if workers < 1 or max_batch < 1:
             raise ValueError("a batcher needs at least one worker and one item per batch")
@@ -58,19 +64,27 @@ class Batcher(Generic[T, R]):
         self._name = name
         self._workers = workers
         self._max_batch = max_batch
-        self._queue: asyncio.Queue[_Call[T, R]] = asyncio.Queue()
+        self._shard = shard
+        queues = workers if shard is not None else 1
+        self._queues: list[asyncio.Queue[_Call[T, R]]] = [asyncio.Queue() for _ in range(queues)]
         self._tasks: list[asyncio.Task[None]] = []
 
     async def submit(self, item: T) -> R:
         """The outcome of ``item``: its result, or its exception raised here."""
         if not self._tasks:
             self._tasks = [
-                asyncio.create_task(self._work(), name=f"{self._name}-batcher-{n}")
+                asyncio.create_task(
+                    self._work(self._queues[n % len(self._queues)]),
+                    name=f"{self._name}-batcher-{n}",
+                )
                 for n in range(self._workers)
             ]
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         caller = trace.get_current_span().get_span_context()
-        self._queue.put_nowait(_Call(item, future, caller))
+        queue = self._queues[0]
+        if self._shard is not None:
+            queue = self._queues[hash(self._shard(item)) % len(self._queues)]
+        queue.put_nowait(_Call(item, future, caller))
         return await future
 
     async def close(self) -> None:
@@ -79,20 +93,20 @@ class Batcher(Generic[T, R]):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        while not self._queue.empty():
-            call = self._queue.get_nowait()
-            call.future.cancel()
+        for queue in self._queues:
+            while not queue.empty():
+                queue.get_nowait().future.cancel()
 
-    def _take(self, first: _Call[T, R]) -> list[_Call[T, R]]:
+    def _take(self, queue: asyncio.Queue[_Call[T, R]], first: _Call[T, R]) -> list[_Call[T, R]]:
         batch = [first]
-        while len(batch) < self._max_batch and not self._queue.empty():
-            batch.append(self._queue.get_nowait())
+        while len(batch) < self._max_batch and not queue.empty():
+            batch.append(queue.get_nowait())
         # Callers that gave up while queued are left out.
         return [call for call in batch if not call.future.done()]
 
-    async def _work(self) -> None:
+    async def _work(self, queue: asyncio.Queue[_Call[T, R]]) -> None:
         while True:
-            batch = self._take(await self._queue.get())
+            batch = self._take(queue, await queue.get())
             if not batch:
                 continue
             links = [Link(call.caller) for call in batch if call.caller.is_valid]

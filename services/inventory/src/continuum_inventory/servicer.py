@@ -59,12 +59,15 @@ class InventoryServicer(inventory_service_pb2_grpc.InventoryServiceServicer):
         self.db = db
         self.settings = settings
         self.defaults = defaults_of(settings)
-        # Concurrent ReserveStock calls share transactions (see operations.reserve_many).
+        # Concurrent ReserveStock calls share transactions (see operations.reserve_many),
+        # one worker per shard of SKUs: the calls for a hot SKU go to one worker and share
+        # its batches; a batch waiting on a lock holds up only its own shard.
         self.reservations: Batcher[operations.ReserveCall, pb.ReserveStockResponse] = Batcher(
             self._reserve_batch,
             name="ReserveStock",
             workers=settings.reserve_workers,
             max_batch=settings.reserve_batch,
+            shard=lambda call: min(line.sku for line in call.request.lines),
         )
 
     async def _once(

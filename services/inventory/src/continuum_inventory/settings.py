@@ -19,10 +19,11 @@ class InventorySettings(ServiceSettings):
     default_back_in_stock_quantity: int = 1
     # FindNearbyStock radius when the request gives none (km).
     default_nearby_km: float = 50.0
-    # ReserveStock calls that arrive together are decided in one transaction: at most this
-    # many per transaction, and this many transactions at once (group commit).
+    # ReserveStock calls that arrive together are decided in one transaction (group
+    # commit): at most this many per transaction, by this many workers, each serving the
+    # calls of its own share of the SKUs.
     reserve_batch: int = Field(default=128, ge=1, le=10_000)
-    reserve_workers: int = Field(default=1, ge=1, le=64)
+    reserve_workers: int = Field(default=4, ge=1, le=64)
     # The expiry sweeper: how often it looks for expired reservations and how many it takes
     # per pass (every replica sweeps; rows are claimed with FOR UPDATE SKIP LOCKED).
     sweep_interval_s: float = 1.0
