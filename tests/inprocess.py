@@ -34,10 +34,24 @@ FAST_EVENTS = EventSettings(consumer_block_ms=50, relay_poll_interval_s=0.02)
 
 
 def free_port() -> int:
-    """A loopback port nothing listens on (for a service that is down)."""
+    """A loopback port free now (for a server about to bind it)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+# Sockets bound and never listening, held for the test process's lifetime.
+_held: list[socket.socket] = []
+
+
+def down_target() -> str:
+    """The address of a service that is down: a loopback port held bound without
+    listening, so a connection is refused at once and no server started later in the
+    same run can take it (a port merely free now could be)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    _held.append(sock)
+    return f"127.0.0.1:{sock.getsockname()[1]}"
 
 
 @dataclass
@@ -73,7 +87,7 @@ class CoreServices:
             profile_target=targets.get("profile", self.profile.target),
             cart_target=targets.get("cart", self.cart.target),
             inventory_target=self.inventory.target,
-            recommendation_target=targets.get("recommendation", f"127.0.0.1:{free_port()}"),
+            recommendation_target=targets.get("recommendation", down_target()),
             send_interval_s=0.05,
             maintenance_interval_s=0.2,
             sender=SenderSettings(kind="file", file_path=outbox_file),

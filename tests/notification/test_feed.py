@@ -20,7 +20,7 @@ from continuum.recommendation.v1 import recommendation_service_pb2 as rec_pb
 from continuum.recommendation.v1 import recommendation_service_pb2_grpc as rec_grpc
 from continuum_runtime.client import error_reason
 from continuum_runtime.events import unpack_payload
-from tests.inprocess import free_port
+from tests.inprocess import down_target
 from tests.notification.conftest import STORE_1, Suite, rid
 from tests.notification.test_checkin import subscribed
 
@@ -196,7 +196,7 @@ async def test_profile_outage_uses_a_recent_consent_or_fails_closed(suite: Suite
     await suite.new_customer("known-consent", cart=(("BAG-1", 1),))
     await suite.new_customer("never-checked", cart=(("BAG-1", 1),))
     await suite.check_in("known-consent", store_id="store-2")  # consent now remembered
-    no_profile = suite.stub(await suite.start_replica(profile=f"127.0.0.1:{free_port()}"))
+    no_profile = suite.stub(await suite.start_replica(profile=down_target()))
 
     briefed = (await suite.check_in("known-consent", stub=no_profile)).check_in
     assert briefed.status == res.CHECK_IN_STATUS_BRIEFED
@@ -219,7 +219,7 @@ async def test_a_cart_outage_leaves_the_briefing_without_cart_and_wishlist(suite
     """Cart and wishlist come in one call: when cart is down, the briefing names both as
     missing and keeps the customer."""
     await suite.new_customer("cart-down", cart=(("BAG-1", 1),))
-    no_cart = suite.stub(await suite.start_replica(cart=f"127.0.0.1:{free_port()}"))
+    no_cart = suite.stub(await suite.start_replica(cart=down_target()))
     briefed = (await suite.check_in("cart-down", stub=no_cart)).check_in
     assert briefed.status == res.CHECK_IN_STATUS_BRIEFED
     briefing = (

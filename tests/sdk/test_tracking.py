@@ -13,7 +13,7 @@ from continuum_runtime.testing import eventually
 from continuum_sdk import AsyncContinuum, EventBuilder, EventsRejected, TrackResult, product
 from continuum_sdk import errors as e
 from continuum_sdk.identifiers import device, email
-from tests.inprocess import free_port
+from tests.inprocess import down_target
 
 from .conftest import Suite
 
@@ -101,7 +101,7 @@ async def test_events_of_a_known_customer_reach_the_timeline(suite: Suite) -> No
 
 async def test_a_batch_that_cannot_be_sent_is_kept_for_the_next_flush(suite: Suite) -> None:
     events = builder("down")
-    config = suite.config(targets={**suite.targets, "profile": f"127.0.0.1:{free_port()}"})
+    config = suite.config(targets={**suite.targets, "profile": down_target()})
     async with AsyncContinuum(config) as cx:
         tracker = cx.tracker(flush_interval_s=None)
         await tracker.track(events.product_viewed("SHOE-38"), events.product_viewed("SHOE-39"))

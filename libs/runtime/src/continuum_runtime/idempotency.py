@@ -86,18 +86,10 @@ async def begin(
             text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 7))"),
             {"key": f"{method}/{request_id}"},
         )
-    row = (
-        await session.execute(
-            text(
-                "SELECT fingerprint, response FROM request_log "
-                "WHERE method = :method AND request_id = :request_id"
-            ),
-            {"method": method, "request_id": request_id},
-        )
-    ).one_or_none()
-    if row is None:
-        return None
-    return replay(request, request_id, row.fingerprint, row.response, response_type)
+    (earlier,) = await earlier_many(session, method, [request], response_type, [request_id])
+    if isinstance(earlier, FailedPrecondition):
+        raise earlier
+    return earlier
 
 
 def reused(request_id: str) -> FailedPrecondition:
@@ -135,19 +127,9 @@ async def remember(
     request_id: str | None = None,
 ) -> M:
     """Store the answer to ``request``; returns ``response`` for convenience."""
-    if request_id is None:
-        request_id = str(getattr(request, "request_id"))  # noqa: B009
+    ids = None if request_id is None else [request_id]
     await session.execute(
-        text(
-            "INSERT INTO request_log (method, request_id, fingerprint, response) "
-            "VALUES (:method, :request_id, :fingerprint, :response) ON CONFLICT DO NOTHING"
-        ),
-        {
-            "method": method,
-            "request_id": request_id,
-            "fingerprint": fingerprint(request),
-            "response": response.SerializeToString(deterministic=True),
-        },
+        text(REMEMBER_MANY_SQL), remember_values(method, [(request, response)], ids)
     )
     return response
 
@@ -170,12 +152,14 @@ async def earlier_many(
     method: str,
     requests: Sequence[Message],
     response_type: type[M],
+    request_ids: Sequence[str] | None = None,
 ) -> list[M | FailedPrecondition | None]:
     """:func:`begin`'s read for a batch of requests, in one statement. Per request: its
     earlier answer, the REQUEST_ID_REUSED error (for that caller alone), or None (new).
     What serialises calls with one request id is the caller's to say: :func:`lock_many`,
-    or locks that every call with that request id takes before this read."""
-    ids = [str(getattr(r, "request_id")) for r in requests]  # noqa: B009
+    or locks that every call with that request id takes before this read.
+    ``request_ids`` default to the requests' own fields."""
+    ids = list(request_ids) if request_ids is not None else _ids(requests)
     rows = await session.execute(
         text(
             "SELECT request_id, fingerprint, response FROM request_log "
@@ -205,11 +189,21 @@ REMEMBER_MANY_SQL = (
 )
 
 
-def remember_values(method: str, answered: Sequence[tuple[Message, Message]]) -> dict[str, Any]:
-    """The parameters of REMEMBER_MANY_SQL."""
+def _ids(requests: Sequence[Message]) -> list[str]:
+    return [str(getattr(r, "request_id")) for r in requests]  # noqa: B009
+
+
+def remember_values(
+    method: str,
+    answered: Sequence[tuple[Message, Message]],
+    request_ids: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """The parameters of REMEMBER_MANY_SQL (``request_ids`` default to the requests'
+    own fields)."""
+    ids = list(request_ids) if request_ids is not None else _ids([q for q, _ in answered])
     return {
         "log_method": method,
-        "log_ids": [str(getattr(q, "request_id")) for q, _ in answered],  # noqa: B009
+        "log_ids": ids,
         "log_fps": [fingerprint(q) for q, _ in answered],
         "log_answers": [a.SerializeToString(deterministic=True) for _, a in answered],
     }
