@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncpg
 import grpc
 import pytest
 from google.rpc import error_details_pb2
 
 from continuum.profile.v1 import profile_resources_pb2 as res
 from continuum.profile.v1 import profile_service_pb2 as pb
+from continuum_runtime.embedded import to_asyncpg_dsn
+from continuum_runtime.testing import eventually
 from tests.profile.conftest import Stack
 from tests.profile.factory import (
     account,
@@ -137,3 +141,59 @@ async def test_identifiers_identity_refuses_reject_the_event_with_the_reason(sta
     assert answer.results[0].field_violations
     assert answer.results[1].status == S.EVENT_RESULT_STATUS_ACCEPTED
     assert time.time() > 0
+
+
+async def test_ingestion_waits_while_the_deriver_is_behind_and_never_for_longer_than_the_hold(
+    stack: Stack,
+) -> None:
+    """Backpressure: a batch is held while the deriver's queue is behind (so that accepted
+    events show in profiles within about a second), released when it catches up, and
+    stored anyway once ingest.max_hold_s (2 s here) has passed."""
+    db = stack.profile_ctx.db
+    first = await ingest(stack, [viewed([email("held@example.com")], product("SKU-1"))])
+    customer = first.results[0].customer_id
+    await derived(stack, customer, 1)
+
+    async def blocked_deriver() -> bool:
+        rows = await db.fetch(
+            "test.waits",
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE wait_event_type = 'Lock' AND query LIKE '%UPDATE profiles%'",
+        )
+        return bool(rows[0][0])
+
+    async def held_call(address: str) -> asyncio.Task[pb.IngestEventsResponse]:
+        task = asyncio.create_task(ingest(stack, [viewed([email(address)], product("SKU-2"))]))
+        await asyncio.sleep(0.5)
+        assert not task.done(), "the batch was stored while the deriver was behind"
+        return task
+
+    for release_after_hold in (False, True):
+        # The customer comes due again, 10 s ago: the deriver claims it (10 s behind) and
+        # then waits on the lock this transaction holds on the profile row.
+        locker = await asyncpg.connect(to_asyncpg_dsn(db.url))
+        try:
+            lock = locker.transaction()
+            await lock.start()
+            await locker.execute(
+                "SELECT 1 FROM profiles WHERE customer_id = $1 FOR UPDATE", customer
+            )
+            await db.fetch(
+                "test.due",
+                "INSERT INTO dirty_customers (customer_id, since, due_at) "
+                "VALUES ($1, now(), now() - interval '10 s') ON CONFLICT (customer_id) "
+                "DO UPDATE SET due_at = excluded.due_at, gen = dirty_customers.gen + 1",
+                customer,
+            )
+            await eventually(blocked_deriver, timeout_s=10)
+            task = await held_call(f"held{int(release_after_hold)}@example.com")
+            if release_after_hold:
+                answer = await asyncio.wait_for(task, timeout=10)  # the hold ran out
+                assert await blocked_deriver()
+            await lock.rollback()  # the deriver goes on (and with it a held batch)
+            answer = await asyncio.wait_for(task, timeout=10)
+        finally:
+            await locker.close()
+        assert answer.accepted_count == 1
+        assert answer.results[0].status == S.EVENT_RESULT_STATUS_ACCEPTED
+        await derived(stack, answer.results[0].customer_id, 1)

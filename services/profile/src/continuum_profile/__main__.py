@@ -29,7 +29,14 @@ def make_server(ctx: ServiceContext) -> ServiceServer:
     # Ingestion and the deriver leave their events to the relay's next poll (every
     # CONTINUUM_EVENTS__RELAY_POLL_INTERVAL_S): waking it after every batch costs more than
     # the events.
-    ingestor = Ingestor(ctx.db, resolver, settings.ingest, settings.derive)
+    deriver = Deriver(ctx.db, settings.derive) if settings.derive.enabled else None
+    ingestor = Ingestor(
+        ctx.db,
+        resolver,
+        settings.ingest,
+        settings.derive,
+        derive_caught_up=deriver.caught_up if deriver is not None else None,
+    )
     consumer = EventConsumer(
         db=ctx.db,
         redis=ctx.redis,
@@ -41,8 +48,8 @@ def make_server(ctx: ServiceContext) -> ServiceServer:
     )
     retrier = UnresolvedRetrier(ctx.db, resolver, settings.ingest, settings.derive)
     background = [consumer.run, bus.listen, retrier.run]
-    if settings.derive.enabled:
-        background.append(Deriver(ctx.db, settings.derive).run)
+    if deriver is not None:
+        background.append(deriver.run)
 
     def register(server: grpc.aio.Server) -> None:
         profile_service_pb2_grpc.add_ProfileServiceServicer_to_server(

@@ -52,6 +52,10 @@ class Deriver:
         # (customer, seconds from the first pending event's arrival to the profile write)
         self.lags: deque[float] = deque(maxlen=100_000)
         self._reported = time.monotonic()
+        # Set while the queue keeps up; cleared while a pass finds customers that waited
+        # longer than lag_limit_s past due (ingestion holds its batches meanwhile).
+        self.caught_up = asyncio.Event()
+        self.caught_up.set()
 
     def _report(self) -> None:
         """An INFO line every ten seconds: customers derived and their queue time."""
@@ -80,6 +84,7 @@ class Deriver:
                 raise
             except Exception as exc:
                 raise_if_cancelling()
+                self.caught_up.set()  # a failing deriver holds nobody up
                 log.warning("deriver pass failed, retrying: %s", type(exc).__name__)
                 done = 0
                 backoff = min(backoff * 2, 5.0)
@@ -96,6 +101,13 @@ class Deriver:
             claimed = await store.claim_dirty(
                 driver, self.settings.batch_customers, self.settings.lease_s
             )
+            now = time.time()
+            behind = max((now - c.due_at.timestamp() for c in claimed), default=0.0)
+            limit = self.settings.lag_limit_s
+            if limit > 0 and behind > limit:
+                self.caught_up.clear()
+            else:
+                self.caught_up.set()
             if not claimed:
                 return 0
             ids = [c.customer_id for c in claimed]
@@ -112,6 +124,10 @@ class Deriver:
                     later_ids, later_s = await self._derive(
                         driver, claimed, rebuild, states, pending
                     )
+                # The queue after the commit, one statement each (the lock order): a pass
+                # that stops before this leaves its customers leased, and the next pass
+                # finds nothing new past their watermark.
+                await store.release(driver, claimed)
                 await store.requeue(driver, later_ids, later_s)
             except Exception:
                 raise_if_cancelling()
@@ -130,8 +146,8 @@ class Deriver:
         pending: dict[str, list[Any]],
     ) -> tuple[list[str], list[float]]:
         """Fold and write, in the caller's transaction; returns the customers to come back
-        to (and in how many seconds), which the caller queues after the commit: one
-        statement per transaction on the queue keeps the lock order."""
+        to (and in how many seconds), which the caller queues after the commit, when it
+        releases the pass's queue rows: the transaction itself locks no queue row."""
         ids = [c.customer_id for c in claimed]
         now = time.time()
         rows: list[store.DerivedRow] = []
@@ -168,8 +184,6 @@ class Deriver:
                         prior.last_seq if prior is not None else -1,
                     )
                 )
-        # Queue rows first (the lock order every writer follows), then the profiles.
-        await store.release(driver, claimed)
         revisions = await store.save_derived(driver, rows) if rows else {}
         # Another pass wrote first: do these again from what it wrote.
         stale = [r.customer_id for r in rows if r.customer_id not in revisions]

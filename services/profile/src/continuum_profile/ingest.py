@@ -9,6 +9,8 @@ later, in batches, by :mod:`continuum_profile.deriver`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -191,6 +193,7 @@ class Ingestor:
         settings: IngestSettings,
         derive: DeriveSettings,
         wake_relay: Callable[[], None] = lambda: None,
+        derive_caught_up: asyncio.Event | None = None,
     ) -> None:
         self.db = db
         self.resolver = resolver
@@ -198,6 +201,7 @@ class Ingestor:
         self.derive = derive
         self.limits = Limits(settings.max_future_skew_s, settings.retention_days * 86_400.0)
         self._wake_relay = wake_relay
+        self._derive_caught_up = derive_caught_up
 
     async def ingest(self, events: Sequence[res.BehaviouralEvent]) -> list[pb.EventResult]:
         now = time.time()
@@ -219,8 +223,18 @@ class Ingestor:
             in_batch[event.event_id] = fp
             candidates.append(_Candidate(index, event, identifier_key(event), payload, fp))
         if candidates:
-            await self._store(candidates, results, now)
+            await self._admit()
+            await self._store(candidates, results, time.time())
         return results
+
+    async def _admit(self) -> None:
+        """Backpressure: while the deriver is behind, wait (up to ``max_hold_s``) before
+        storing, so that what is accepted is derived within about a second."""
+        gate = self._derive_caught_up
+        if gate is None or gate.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(gate.wait(), self.settings.max_hold_s)
 
     def _duplicate(self, result: pb.EventResult, same: bool) -> None:
         if same:
@@ -281,19 +295,36 @@ class Ingestor:
         receive_ts = Timestamp()
         receive_ts.FromDatetime(receive)
         customers = sorted({r.customer_id for r in rows if r.customer_id})
+        # Announcements are built before the transaction, as if every event were new (a
+        # resend is rare; then they are built again for what was stored).
+        outbox = outbox_rows(
+            [
+                Ingested(c.event, row.customer_id, row.anonymous, row.device_id, receive_ts)
+                for row, c in zip(rows, kept, strict=True)
+                if row.customer_id
+            ],
+            self.settings.publish_ingested,
+        )
         async with self.db.reader() as conn:
             driver = await store.raw_driver(conn)
             async with driver.transaction():
+                # The deriver's queue first (the lock order in store's docstring): it keeps
+                # one customer's ingests committing in seq order.
                 await store.mark_dirty(driver, customers, self.derive.delay_s, False)
                 inserted = await store.insert_events(driver, rows, receive)
                 duplicates = [r.event_id for r in rows if r.event_id not in inserted]
                 stored_fps = await store.fingerprints(driver, duplicates) if duplicates else {}
-                stored = [
-                    Ingested(c.event, customer, row.anonymous, row.device_id, receive_ts)
-                    for row, c in zip(rows, kept, strict=True)
-                    if (customer := inserted.get(row.event_id))
-                ]
-                outbox = outbox_rows(stored, self.settings.publish_ingested)
+                if duplicates or any(
+                    inserted[r.event_id] != r.customer_id for r in rows if r.customer_id
+                ):
+                    outbox = outbox_rows(
+                        [
+                            Ingested(c.event, customer, row.anonymous, row.device_id, receive_ts)
+                            for row, c in zip(rows, kept, strict=True)
+                            if (customer := inserted.get(row.event_id))
+                        ],
+                        self.settings.publish_ingested,
+                    )
                 await store.insert_outbox(driver, outbox)
         if outbox:
             self._wake_relay()

@@ -26,6 +26,9 @@ class IngestSettings(BaseModel):
     # profile.events_ingested envelope per batch, the rest one profile.event_ingested each),
     # "per_event" (every event its own profile.event_ingested), or "off".
     publish_ingested: Literal["split", "per_event", "off"] = "split"
+    # Backpressure: while the deriver is behind (derive.lag_limit_s), a batch waits at most
+    # this long before it is stored.
+    max_hold_s: float = Field(default=2.0, ge=0.0)
 
 
 class DeriveSettings(BaseModel):
@@ -37,6 +40,10 @@ class DeriveSettings(BaseModel):
     delay_s: float = 0.2
     # Idle poll interval.
     poll_interval_s: float = 0.05
+    # Backpressure: while a pass finds customers that waited longer than this past their
+    # due time, this replica's ingestion holds its batches (ingest.max_hold_s), so that
+    # profiles stay within about a second of what was accepted; 0 turns it off.
+    lag_limit_s: float = Field(default=0.3, ge=0.0)
     # Customers claimed per pass.
     batch_customers: int = 400
     # A claimed customer comes due again after this long if its pass never finished.

@@ -185,6 +185,8 @@ class Claimed:
     since: datetime
     rebuild: bool
     gen: int
+    # When it came due (before this lease).
+    due_at: datetime
 
 
 async def claim_dirty(driver: Any, limit: int, lease_s: float) -> list[Claimed]:
@@ -194,14 +196,14 @@ async def claim_dirty(driver: Any, limit: int, lease_s: float) -> list[Claimed]:
     with _span("UPDATE profile.claim_dirty"):
         rows = await driver.fetch(
             "UPDATE dirty_customers d SET due_at = now() + make_interval(secs => $2) "
-            "FROM (SELECT customer_id FROM dirty_customers WHERE due_at <= now() "
+            "FROM (SELECT customer_id, due_at FROM dirty_customers WHERE due_at <= now() "
             " ORDER BY due_at LIMIT $1 FOR UPDATE SKIP LOCKED) AS c "
             "WHERE d.customer_id = c.customer_id "
-            "RETURNING d.customer_id, d.since, d.rebuild, d.gen",
+            "RETURNING d.customer_id, d.since, d.rebuild, d.gen, c.due_at",
             limit,
             lease_s,
         )
-    return [Claimed(r[0], r[1], r[2], r[3]) for r in rows]
+    return [Claimed(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
 
 async def unlease(driver: Any, customer_ids: Sequence[str]) -> None:
