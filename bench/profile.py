@@ -251,13 +251,14 @@ TAG_LEN = 12
 
 
 def batches(count: int, batch: int, session_len: int, shoppers: int, seed_: int) -> list[bytes]:
-    """``count`` serialized batches: up to 100 generated ones, then copies of those with
-    every event and order id made new (the generated ids start with a tag of the batch's
-    own, replaced in the bytes), so that a high rate costs little to prepare."""
+    """``count`` serialized batches: up to 1,000 generated ones (50,000 sessions of random
+    shoppers, so that nearly every shopper is in the load), then copies of those with every
+    event and order id made new (the generated ids start with a tag of the batch's own,
+    replaced in the bytes), so that a high rate costs little to prepare."""
     rng = random.Random(seed_)
     now = time.time()
     templates: list[tuple[bytes, bytes]] = []
-    for _ in range(min(count, 100)):
+    for _ in range(min(count, 1000)):
         label = f"~{uuid.uuid4().hex[: TAG_LEN - 2]}~"
         events: list[res.BehaviouralEvent] = []
         while len(events) < batch:

@@ -69,20 +69,25 @@ def _reject(result: pb.EventResult, rejection: Rejection) -> None:
         )
 
 
-def published_event(
-    event: res.BehaviouralEvent, customer_id: str, device_id: str | None, receive: Timestamp
-) -> res.BehaviouralEvent:
-    """The event as published: output fields set, only device identifiers kept."""
-    out = res.BehaviouralEvent()
+def fill_published(
+    out: res.BehaviouralEvent,
+    event: res.BehaviouralEvent,
+    customer_id: str,
+    device_id: str | None,
+    receive: Timestamp,
+) -> None:
+    """``out`` (empty) becomes the event as published: output fields set, only device
+    identifiers kept (raw contact details never leave the service)."""
     out.CopyFrom(event)
-    devices = [i for i in out.identifiers if i.type == identifier_pb2.IDENTIFIER_TYPE_DEVICE_ID]
-    del out.identifiers[:]
-    out.identifiers.extend(devices)
+    identifiers = out.identifiers
+    if any(i.type != identifier_pb2.IDENTIFIER_TYPE_DEVICE_ID for i in identifiers):
+        devices = [i for i in identifiers if i.type == identifier_pb2.IDENTIFIER_TYPE_DEVICE_ID]
+        del identifiers[:]
+        identifiers.extend(devices)
     out.customer_id = customer_id
     out.device_id = device_id or ""
     out.event_type = event_type_of(event)  # type: ignore[assignment]
     out.receive_time.CopyFrom(receive)
-    return out
 
 
 EVENTS_INGESTED = "profile.events_ingested"
@@ -144,13 +149,13 @@ def _envelope(
     return store.OutboxRow(envelope.id, event_type, subject, envelope.SerializeToString())
 
 
-def ingested_payload(item: Ingested) -> ev.EventIngestedEvent:
+def fill_ingested(out: ev.EventIngestedEvent, item: Ingested) -> None:
+    """``out`` (empty) becomes the announcement of one stored event, built in place: the
+    event is copied once (a batch announces hundreds)."""
     shown = "" if item.anonymous else item.customer_id
-    return ev.EventIngestedEvent(
-        customer_id=shown,
-        device_id=item.device_id or "",
-        event=published_event(item.event, shown, item.device_id, item.receive_time),
-    )
+    out.customer_id = shown
+    out.device_id = item.device_id or ""
+    fill_published(out.event, item.event, shown, item.device_id, item.receive_time)
 
 
 def outbox_rows(items: Sequence[Ingested], mode: str) -> list[store.OutboxRow]:
@@ -160,26 +165,19 @@ def outbox_rows(items: Sequence[Ingested], mode: str) -> list[store.OutboxRow]:
         return []
     shared = EnvelopeContext.now()
     rows: list[store.OutboxRow] = []
-    batched: list[ev.EventIngestedEvent] = []
+    batched = ev.EventsIngestedEvent()
     for item in items:
-        payload = ingested_payload(item)
         if mode == "split" and item.event.WhichOneof("payload") not in ONE_BY_ONE:
-            batched.append(payload)
+            fill_ingested(batched.events.add(), item)
             continue
+        payload = ev.EventIngestedEvent()
+        fill_ingested(payload, item)
         subject = payload.customer_id or (
             f"device:{item.device_id}" if item.device_id else item.customer_id
         )
         rows.append(_envelope(EVENT_INGESTED, subject, payload.customer_id, payload, shared))
-    if batched:
-        rows.append(
-            _envelope(
-                EVENTS_INGESTED,
-                f"batch:{uuid.uuid4().hex}",
-                "",
-                ev.EventsIngestedEvent(events=batched),
-                shared,
-            )
-        )
+    if batched.events:
+        rows.append(_envelope(EVENTS_INGESTED, f"batch:{uuid.uuid4().hex}", "", batched, shared))
     return rows
 
 

@@ -275,8 +275,9 @@ async def new_events(driver: Any, customer_ids: Sequence[str], after: Sequence[i
 @dataclass
 class DerivedRow:
     customer_id: str
-    state: bytes
-    summary: bytes
+    # None: unchanged (a pass that only publishes).
+    state: bytes | None
+    summary: bytes | None
     last_seq: int
     published: bool
     # The watermark the pass started from; -1 when the customer had no profile row.
@@ -292,7 +293,8 @@ WITH u AS (
     SELECT p.customer_id FROM profiles p JOIN u ON p.customer_id = u.cid
     ORDER BY p.customer_id FOR UPDATE OF p
 ), updated AS (
-    UPDATE profiles p SET state = u.state, summary = u.summary, last_seq = u.last_seq,
+    UPDATE profiles p SET state = COALESCE(u.state, p.state),
+        summary = COALESCE(u.summary, p.summary), last_seq = u.last_seq,
         revision = p.revision + 1, update_time = now(),
         published_at = CASE WHEN u.pub THEN now() ELSE p.published_at END
     FROM u JOIN locked l ON l.customer_id = u.cid
