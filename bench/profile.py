@@ -6,8 +6,9 @@ namespace, profile consuming identity's events), as in a deployment: one identit
 round robin, and their derivers share the work queue).
 
 1. **Ingestion.** ``--shoppers`` customers (default 20,000) are seeded into identity's
-   tables (an email each, as ``bench.identity`` seeds); profile starts cold, so its
-   resolution cache fills from real ``BatchResolveIdentity`` calls. ``--streams`` callers
+   tables (an email each, as ``bench.identity`` seeds); profile starts cold, and a
+   warm-up sends every shopper's first event to every replica, so that their resolution
+   caches fill from real ``BatchResolveIdentity`` calls before the measured window. ``--streams`` callers
    send batches of ``--batch`` events (default 4 x 500) for ``--duration`` seconds
    (default 60): each batch holds short sessions (``--session`` events of one shopper:
    product views with size and colour, cart adds, wishlist saves, now and then an order),
@@ -83,6 +84,8 @@ class Stack:
     channel: grpc.aio.Channel
     metadata: tuple[tuple[str, str], ...]
     profile_url: str
+    # Each replica's address (the warm-up reaches every replica's resolution cache).
+    targets: list[str]
 
 
 @asynccontextmanager
@@ -133,6 +136,7 @@ async def services(shoppers: int, replicas: int) -> AsyncIterator[Stack]:
                     channel=channel,
                     metadata=(("authorization", f"Bearer {token}"),),
                     profile_url=profile_url,
+                    targets=[f"127.0.0.1:{p}" for p in ports],
                 )
     finally:
         await drop_database(identity_url)
@@ -349,18 +353,23 @@ async def ingestion(
             running.append(task)
         await asyncio.gather(*running, return_exceptions=True)
 
-    # Every shopper (and probe) has been seen once before the load, as returning shoppers
-    # have: the measured window is the sustained state, with a warm resolution cache.
+    # Every shopper (and probe) has been seen by every replica before the load, as
+    # returning shoppers have: the measured window is the sustained state, with warm
+    # resolution caches (a replica's cache is its own).
     log(f"ingestion: warming up with one event per shopper ({args.shoppers + len(probes):,})")
-    warm = [
-        session(random.Random(p), p, 1, time.time())[0] for p in [*range(args.shoppers), *probes]
-    ]
-    for start in range(0, len(warm), 500):
-        await stack.stub.IngestEvents(
-            pb.IngestEventsRequest(events=warm[start : start + 500]),
-            metadata=stack.metadata,
-            timeout=60,
-        )
+    for target in stack.targets:
+        warm = [
+            session(random.Random(p), p, 1, time.time())[0]
+            for p in [*range(args.shoppers), *probes]
+        ]
+        async with grpc.aio.insecure_channel(target) as channel:
+            replica = pb_grpc.ProfileServiceStub(channel)
+            for start in range(0, len(warm), 500):
+                await replica.IngestEvents(
+                    pb.IngestEventsRequest(events=warm[start : start + 500]),
+                    metadata=stack.metadata,
+                    timeout=60,
+                )
     log(f"ingestion: load started ({args.warmup:.0f} s warm-up, then {args.duration:.0f} s)")
     begin = time.perf_counter()
     measure_from = begin + args.warmup

@@ -43,9 +43,9 @@ class DeriveSettings(BaseModel):
     # Backpressure: while a pass finds customers that waited longer than this past their
     # due time, this replica's ingestion holds its batches (ingest.max_hold_s), so that
     # profiles stay within about a second of what was accepted; 0 turns it off.
-    lag_limit_s: float = Field(default=0.3, ge=0.0)
+    lag_limit_s: float = Field(default=0.15, ge=0.0)
     # Customers claimed per pass.
-    batch_customers: int = 400
+    batch_customers: int = 200
     # A claimed customer comes due again after this long if its pass never finished.
     lease_s: float = 30.0
     # profile.profile_updated for one customer at most this often; a change inside the
