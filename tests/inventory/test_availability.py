@@ -313,3 +313,42 @@ async def test_closed_store_drops_out_of_pickup(inventory: Inventory) -> None:
     )
     assert not answer.pickup_capable
     assert answer.availabilities[0].pickup_available == 0
+
+
+async def test_availability_takes_the_most_specific_low_stock_rule(inventory: Inventory) -> None:
+    """Each SKU's status at a store follows the most specific rule in force: the SKU's own
+    at that store, then the SKU's anywhere, then the store's, then the global one."""
+    inv = inventory
+    skus = ["OWN", "SKUWIDE", "STOREWIDE", "GLOBAL"]
+    for sku in skus:
+        await inv.item(sku)
+    for store in ("store-1", "store-2"):
+        await inv.location(store, pickup_capable=True)
+        for sku in skus:
+            await inv.adjust(sku, store, 6)
+
+    async def rule(sku: str, location_id: str, low: int) -> None:
+        await inv.stub.SetLowStockThreshold(
+            pb.SetLowStockThresholdRequest(
+                request_id=inv.rid(),
+                threshold=res.LowStockThreshold(
+                    sku=sku, location_id=location_id, low_threshold=low, recover_threshold=low + 1
+                ),
+            ),
+            metadata=inv.metadata,
+        )
+
+    async def statuses(store: str) -> list[int]:
+        answer = await inv.stub.CheckAvailability(
+            pb.CheckAvailabilityRequest(location_id=store, skus=skus), metadata=inv.metadata
+        )
+        return [a.status for a in answer.availabilities]
+
+    await rule("", "", 6)  # 6 units: low everywhere by the global rule
+    await rule("", "store-1", 2)  # in stock at store-1 ...
+    await rule("SKUWIDE", "", 7)  # ... except this SKU, low everywhere ...
+    await rule("OWN", "store-1", 9)  # ... and this one, low at store-1 only ...
+    await rule("OWN", "", 1)  # ... while in stock elsewhere
+    low, ok = S.AVAILABILITY_STATUS_LOW_STOCK, S.AVAILABILITY_STATUS_IN_STOCK
+    assert await statuses("store-1") == [low, low, ok, ok]
+    assert await statuses("store-2") == [ok, low, low, low]
