@@ -261,6 +261,19 @@ class Suite:
         )
         return answer
 
+    async def briefing(
+        self,
+        briefing_id: str,
+        stub: pb_grpc.NotificationServiceAsyncStub | None = None,
+        metadata: Any = None,
+    ) -> res.Briefing:
+        """A stored briefing of store 1, read through ``stub`` (default: the suite's)."""
+        answer: pb.GetBriefingResponse = await (stub or self.notification).GetBriefing(
+            pb.GetBriefingRequest(store_id=STORE_1, briefing_id=briefing_id),
+            metadata=metadata or self.metadata,
+        )
+        return answer.briefing
+
 
 def _id(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)

@@ -119,11 +119,7 @@ async def test_associates_are_briefed_on_the_stream_with_cart_stock_and_what_is_
     assert "Sam" in briefing.headline
     assert "in cart" in briefing.headline
 
-    stored = await suite.notification.GetBriefing(
-        pb.GetBriefingRequest(store_id=STORE_1, briefing_id=briefing.briefing_id),
-        metadata=associate,
-    )
-    assert stored.briefing == briefing
+    assert await suite.briefing(briefing.briefing_id, metadata=associate) == briefing
     ready = [
         unpack_payload(e, ev.BriefingReadyEvent)
         for e in await suite.events("notification.briefing_ready")

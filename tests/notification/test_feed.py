@@ -139,11 +139,7 @@ async def test_feedback_on_a_next_best_action_updates_the_feed_and_is_published(
     replica = suite.stub(await suite.start_replica(recommendation=recommendations))
     associate = suite.associate("assoc-nba", STORE_1)
     briefing_id = (await suite.check_in("nba", stub=replica)).check_in.briefing_id
-    briefing = (
-        await replica.GetBriefing(
-            pb.GetBriefingRequest(store_id=STORE_1, briefing_id=briefing_id), metadata=associate
-        )
-    ).briefing
+    briefing = await suite.briefing(briefing_id, stub=replica, metadata=associate)
     assert list(briefing.missing_parts) == []
     assert [c.sku for c in briefing.complements] == ["BAG-1"]
     assert briefing.complements[0].reason.code == "bought_with"
@@ -200,12 +196,7 @@ async def test_profile_outage_uses_a_recent_consent_or_fails_closed(suite: Suite
 
     briefed = (await suite.check_in("known-consent", stub=no_profile)).check_in
     assert briefed.status == res.CHECK_IN_STATUS_BRIEFED
-    briefing = (
-        await no_profile.GetBriefing(
-            pb.GetBriefingRequest(store_id=STORE_1, briefing_id=briefed.briefing_id),
-            metadata=suite.metadata,
-        )
-    ).briefing
+    briefing = await suite.briefing(briefed.briefing_id, stub=no_profile)
     assert "customer" in [m.part for m in briefing.missing_parts]
     assert not briefing.HasField("customer")
     assert briefing.cart.items
@@ -222,12 +213,7 @@ async def test_a_cart_outage_leaves_the_briefing_without_cart_and_wishlist(suite
     no_cart = suite.stub(await suite.start_replica(cart=down_target()))
     briefed = (await suite.check_in("cart-down", stub=no_cart)).check_in
     assert briefed.status == res.CHECK_IN_STATUS_BRIEFED
-    briefing = (
-        await no_cart.GetBriefing(
-            pb.GetBriefingRequest(store_id=STORE_1, briefing_id=briefed.briefing_id),
-            metadata=suite.metadata,
-        )
-    ).briefing
+    briefing = await suite.briefing(briefed.briefing_id, stub=no_cart)
     missing = {m.part: m for m in briefing.missing_parts}
     assert {"cart", "wishlist"} <= set(missing)
     assert missing["cart"].service == missing["wishlist"].service == "continuum.cart.v1.CartService"

@@ -8,12 +8,13 @@ Lock order, the same for every writer so that none can deadlock: ``dirty_custome
 first, in customer id order (ingestion upserts the rows of the customers a batch touches
 before it inserts their events; identity's event handlers do the same); then events,
 profiles, consents and aliases. The deriver leases due rows in one statement with
-``SKIP LOCKED`` (it never waits, and holds no lock while it computes). Because an ingest
-locks its customers' dirty rows before it inserts their events and until it commits, one
-customer's ingests commit one after the other in ``seq`` order and none is in flight when
-the customer is leased, so the deriver's per-customer watermark (``profiles.last_seq``)
-never skips an event; its write checks the watermark it started from, so two passes on
-one customer cannot both apply.
+``SKIP LOCKED`` (it never waits, and holds no lock while it computes), writes profiles in
+a transaction that locks no queue row, and releases its queue rows after that commit, in
+a statement of their own. Because an ingest locks its customers' dirty rows before it
+inserts their events and until it commits, one customer's ingests commit one after the
+other in ``seq`` order and none is in flight when the customer is leased, so the
+deriver's per-customer watermark (``profiles.last_seq``) never skips an event; its write
+checks the watermark it started from, so two passes on one customer cannot both apply.
 """
 
 from __future__ import annotations
